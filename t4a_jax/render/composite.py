@@ -4,22 +4,24 @@ Per pixel p of a tile and Gaussian i of the tile's list (nearest first):
     power_i = 0.5 (a dx^2 + c dy^2) + b dx dy,   d = pixel centre - mean2d_i
     alpha_i = min(0.99, o_i exp(-power_i)),      skipped when alpha_i < 1/255
     T_i     = prod_{j < i, j included} (1 - alpha_j)
-    out     = sum_i alpha_i T_i f_i              f = (r, g, b, depth)
+    out     = sum_i alpha_i T_i v_i              v = (r, g, b, depth)
 and the pixel stops before the first Gaussian that would bring T to 1e-4 or below.
 
 The work is done in batches of `batch_size` list entries with a `while_loop` per tile
-that ends when the tile's list is exhausted or every pixel has stopped; within a batch
-the transmittances come from a cumulative product, so there is no per-Gaussian loop.
+that ends when the tile's list is exhausted or every pixel has stopped. Within a batch
+the prefix products of (1 - alpha) are exp of prefix sums of log(1 - alpha), taken as a
+[B, B] triangular matrix product (no per-Gaussian loop, and a matmul on accelerators).
 
 Memory model. The forward pass keeps nothing per (pixel, Gaussian) pair: only the
 per-pixel final transmittance and the index of the last included Gaussian ([C, T, P]
 each), the number of batches each tile used, and the inputs. The backward pass walks
-each tile's batches back to front, recovering the transmittance in front of a batch by
-dividing by the batch's product of (1 - alpha) (bounded below by 1e-4, so the division
-is safe), recomputes the batch and differentiates it locally. Per-entry gradients are
-written into a [C, T, capacity, F] buffer and scatter-added to the Gaussians once.
-Peak temporary memory is therefore O(C * T * batch_size * P) per loop step, independent
-of the number of Gaussians and of the tile capacity.
+each tile's batches back to front, as the CUDA rasterizers do: it recovers the
+transmittance in front of a batch by dividing by the batch's product of (1 - alpha)
+(at least 1e-4, since a pixel never passes that floor), recomputes the batch's alphas and
+applies the closed-form gradient of the compositing sum. Per-entry gradients go into a
+[C, T, capacity, F] buffer, scatter-added to the Gaussians once at the end. Peak
+temporary memory is O(C * T * batch_size * P) per loop step in both passes,
+independent of the number of Gaussians.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ TRANSMITTANCE_EPS = 1e-4
 MEAN_X, MEAN_Y, CONIC_A, CONIC_B, CONIC_C, OPACITY = range(6)
 VALUES = slice(6, None)     # what gets composited: rgb then depth
 
+_HIGHEST = jax.lax.Precision.HIGHEST
+
 
 def pixel_centres(tiles_x: int, tiles_y: int, tile_size: int, dtype) -> jax.Array:
     """Pixel centres [T, P, 2] (x, y) of every tile, P = tile_size^2, row-major tiles."""
@@ -50,28 +54,28 @@ def pixel_centres(tiles_x: int, tiles_y: int, tile_size: int, dtype) -> jax.Arra
     return jnp.stack([x, y], axis=-1)
 
 
-def _alphas(feats: jax.Array, pixels: jax.Array) -> jax.Array:
-    """alpha [B, P] of a batch of Gaussians `feats` [B, F] at pixel centres [P, 2]."""
-    dx = pixels[None, :, 0] - feats[:, MEAN_X, None]
-    dy = pixels[None, :, 1] - feats[:, MEAN_Y, None]
-    power = (0.5 * (feats[:, CONIC_A, None] * dx * dx + feats[:, CONIC_C, None] * dy * dy)
-             + feats[:, CONIC_B, None] * dx * dy)
-    alpha = jnp.minimum(MAX_ALPHA, feats[:, OPACITY, None] * jnp.exp(-power))
-    return jnp.where(power >= 0.0, alpha, 0.0)
+class _Batch:
+    """One batch of B Gaussians `feats` [B, F] against one tile's pixels [P, 2]."""
 
+    def __init__(self, feats: jax.Array, pixels: jax.Array, valid: jax.Array):
+        self.feats = feats
+        self.dx = pixels[None, :, 0] - feats[:, MEAN_X, None]
+        self.dy = pixels[None, :, 1] - feats[:, MEAN_Y, None]
+        self.power = (0.5 * (feats[:, CONIC_A, None] * self.dx ** 2
+                             + feats[:, CONIC_C, None] * self.dy ** 2)
+                      + feats[:, CONIC_B, None] * self.dx * self.dy)
+        self.gauss = jnp.exp(-self.power)
+        raw = feats[:, OPACITY, None] * self.gauss
+        self.clamped = raw > MAX_ALPHA
+        self.alpha = jnp.minimum(MAX_ALPHA, raw)
+        self.live = (self.alpha >= ALPHA_THRESHOLD) & (self.power >= 0.0) & valid[:, None]
+        self.log_pass = jnp.log1p(-self.alpha)     # log(1 - alpha), alpha <= 0.99
 
-def _blend(feats: jax.Array, pixels: jax.Array, include: jax.Array,
-           t_in: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Composite one batch given which (Gaussian, pixel) pairs are included.
-
-    Returns the batch's contribution [P, V] and the transmittance behind it [P].
-    """
-    alpha = jnp.where(include, _alphas(feats, pixels), 0.0)
-    one_minus = 1.0 - alpha
-    through = jnp.cumprod(one_minus, axis=0)
-    in_front = jnp.concatenate([jnp.ones_like(through[:1]), through[:-1]], axis=0)
-    weights = alpha * in_front * t_in[None, :]
-    return weights.T @ feats[:, VALUES], t_in * through[-1]
+    def prefix_log_pass(self, include: jax.Array) -> jax.Array:
+        """sum over j < i of log(1 - alpha_j) for included j, [B, P]."""
+        b = include.shape[0]
+        tri = jnp.tril(jnp.ones((b, b), self.alpha.dtype), k=-1)
+        return jnp.matmul(tri, jnp.where(include, self.log_pass, 0.0), precision=_HIGHEST)
 
 
 def _tile_forward(features: jax.Array, ids: jax.Array, count: jax.Array,
@@ -88,20 +92,21 @@ def _tile_forward(features: jax.Array, ids: jax.Array, count: jax.Array,
 
     def body(state):
         batch, t, acc, done, last = state
-        start = batch * batch_size
-        entry = start + offsets
-        feats = features[jax.lax.dynamic_slice(ids, (start,), (batch_size,))]
-        alpha = _alphas(feats, pixels)
-        live = (alpha >= ALPHA_THRESHOLD) & (entry < count)[:, None]
-        # Transmittance behind each Gaussian if every live one were taken: monotone, so
-        # the pixel's stop (first T <= 1e-4) splits the batch into a prefix and the rest.
-        behind = t[None, :] * jnp.cumprod(jnp.where(live, 1.0 - alpha, 1.0), axis=0)
-        stops = live & (behind <= TRANSMITTANCE_EPS)
-        include = live & ~stops & ~done[None, :]
-        contribution, t_next = _blend(feats, pixels, include, t)
+        entry = batch * batch_size + offsets
+        feats = features[jax.lax.dynamic_slice(ids, (batch * batch_size,), (batch_size,))]
+        g = _Batch(feats, pixels, entry < count)
+        # Transmittance in front of each Gaussian if every live one were taken. It is
+        # monotone, so the pixel's stop (the first T <= 1e-4 behind a Gaussian) splits
+        # the batch into a taken prefix, on which it equals the true transmittance.
+        in_front = t[None, :] * jnp.exp(g.prefix_log_pass(g.live))
+        stops = g.live & (in_front * (1.0 - g.alpha) <= TRANSMITTANCE_EPS)
+        include = g.live & ~stops & ~done[None, :]
+        weights = jnp.where(include, g.alpha * in_front, 0.0)
+        acc = acc + jnp.matmul(weights.T, feats[:, VALUES], precision=_HIGHEST)
+        t = t * jnp.exp(jnp.sum(jnp.where(include, g.log_pass, 0.0), axis=0))
         last = jnp.maximum(last, jnp.max(jnp.where(include, entry[:, None], -1), axis=0))
         done = done | jnp.any(stops, axis=0)
-        return batch + 1, t_next, acc + contribution, done, last
+        return batch + 1, t, acc, done, last
 
     init = (jnp.int32(0), jnp.ones(num_pixels, dtype), jnp.zeros((num_pixels, num_values), dtype),
             jnp.zeros(num_pixels, bool), jnp.full(num_pixels, -1, jnp.int32))
@@ -113,32 +118,90 @@ def _tile_backward(features: jax.Array, ids: jax.Array, count: jax.Array,
                    pixels: jax.Array, t_final: jax.Array, last: jax.Array,
                    batches: jax.Array, grad_acc: jax.Array, grad_t: jax.Array,
                    batch_size: int, capacity: int) -> jax.Array:
-    """One tile, back to front: gradients [capacity, F] for its list entries."""
+    """One tile, back to front: gradients [capacity, F] for its list entries.
+
+    For a batch with transmittance t_front in front, local prefix products P_i and
+    out = sum_i a_i t_front P_i v_i + (behind) * t_front P_B, with cotangents g [P, V] for
+    the values and g_T for the transmittance behind the batch:
+        dL/dv_i     = sum_p w_i g,                    w_i = a_i t_front P_i
+        dL/da_i     = t_front P_i (g . v_i) - S_i / (1 - a_i),
+        S_i         = sum_{j > i} w_j (g . v_j) + g_T T_behind
+        dL/dt_front = sum_i a_i P_i (g . v_i) + g_T P_B
+    then alpha -> (opacity, power) -> (mean2d, conic) by the chain rule.
+    """
     offsets = jnp.arange(batch_size, dtype=jnp.int32)
+    dtype = features.dtype
+    strictly_upper = jnp.triu(jnp.ones((batch_size, batch_size), dtype), k=1)
 
     def body(i, state):
         t_behind, grad_t_behind, grad_entries = state
         start = ((batches - 1 - i) * batch_size).astype(jnp.int32)
         entry = start + offsets
         feats = features[jax.lax.dynamic_slice(ids, (start,), (batch_size,))]
-        alpha = _alphas(feats, pixels)
-        include = ((alpha >= ALPHA_THRESHOLD) & (entry < count)[:, None]
-                   & (entry[:, None] <= last[None, :]))
-        ratio = jnp.prod(jnp.where(include, 1.0 - alpha, 1.0), axis=0)
-        t_front = t_behind / ratio
-        _, vjp = jax.vjp(lambda f, t: _blend(f, pixels, include, t), feats, t_front)
-        grad_feats, grad_t_front = vjp((grad_acc, grad_t_behind))
-        grad_entries = jax.lax.dynamic_update_slice(grad_entries, grad_feats, (start, jnp.int32(0)))
+        g = _Batch(feats, pixels, entry < count)
+        include = g.live & (entry[:, None] <= last[None, :])
+        alpha = jnp.where(include, g.alpha, 0.0)
+        local_through = jnp.exp(jnp.sum(jnp.where(include, g.log_pass, 0.0), axis=0))
+        local_front = jnp.exp(g.prefix_log_pass(include))      # P_i
+        t_front = t_behind / local_through
+        g_dot_v = jnp.matmul(feats[:, VALUES], grad_acc.T, precision=_HIGHEST)  # [B, P]
+        weights = alpha * local_front * t_front[None, :]
+        grad_values = jnp.matmul(weights, grad_acc, precision=_HIGHEST)          # [B, V]
+        later = (jnp.matmul(strictly_upper, weights * g_dot_v, precision=_HIGHEST)
+                 + (grad_t_behind * t_behind)[None, :])
+        grad_alpha = local_front * t_front[None, :] * g_dot_v - later / (1.0 - alpha)
+        grad_alpha = jnp.where(include & ~g.clamped, grad_alpha, 0.0)
+        grad_power = -grad_alpha * alpha
+        grad_opacity = jnp.sum(grad_alpha * g.gauss, axis=1)
+        grad_mean_x = -jnp.sum(grad_power * (feats[:, CONIC_A, None] * g.dx
+                                             + feats[:, CONIC_B, None] * g.dy), axis=1)
+        grad_mean_y = -jnp.sum(grad_power * (feats[:, CONIC_C, None] * g.dy
+                                             + feats[:, CONIC_B, None] * g.dx), axis=1)
+        grad_a = 0.5 * jnp.sum(grad_power * g.dx ** 2, axis=1)
+        grad_b = jnp.sum(grad_power * g.dx * g.dy, axis=1)
+        grad_c = 0.5 * jnp.sum(grad_power * g.dy ** 2, axis=1)
+        grad_feats = jnp.concatenate(
+            [jnp.stack([grad_mean_x, grad_mean_y, grad_a, grad_b, grad_c, grad_opacity], -1),
+             grad_values], axis=-1)
+        grad_entries = jax.lax.dynamic_update_slice(grad_entries, grad_feats,
+                                                    (start, jnp.int32(0)))
+        grad_t_front = (jnp.sum(alpha * local_front * g_dot_v, axis=0)
+                        + grad_t_behind * local_through)
         return t_front, grad_t_front, grad_entries
 
-    grad_entries = jnp.zeros((capacity, features.shape[-1]), features.dtype)
+    grad_entries = jnp.zeros((capacity, features.shape[-1]), dtype)
     _, _, grad_entries = jax.lax.fori_loop(0, batches, body, (t_final, grad_t, grad_entries))
     return grad_entries
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _scheduled(tile_fn, work: jax.Array, chunk: int, *operands):
+    """Run `tile_fn` over W work items, heaviest first, `chunk` items at a time.
+
+    `tile_fn` is vmapped over a chunk; each chunk's loops run only as long as its own
+    heaviest item, so light tiles (empty background, early-stopping interiors) do not wait
+    for the heaviest tile of the image. `work` [W] is the expected loop length per item;
+    every operand has the W items on axis 0. Returns tile_fn's outputs in item order.
+    """
+    num_items = work.shape[0]
+    pad = (-num_items) % chunk
+    order = jnp.argsort(-work, stable=True)
+    order = jnp.concatenate([order, jnp.full((pad,), order[-1], order.dtype)])
+
+    def arrange(x):
+        return x[order].reshape((-1, chunk) + x.shape[1:])
+
+    outputs = jax.lax.map(lambda xs: jax.vmap(tile_fn)(*xs), tuple(map(arrange, operands)))
+
+    def restore(y):
+        y = y.reshape((-1,) + y.shape[2:])[:num_items]
+        return jnp.zeros_like(y).at[order[:num_items]].set(y)
+
+    return jax.tree.map(restore, outputs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def composite(features: jax.Array, ids: jax.Array, counts: jax.Array, pixels: jax.Array,
-              batch_size: int, capacity: int) -> tuple[jax.Array, jax.Array]:
+              batch_size: int, capacity: int, chunk: int) -> tuple[jax.Array, jax.Array]:
     """Composite every tile of every camera.
 
     Args:
@@ -146,33 +209,50 @@ def composite(features: jax.Array, ids: jax.Array, counts: jax.Array, pixels: ja
       ids: [C, T, capacity] int32 per-tile Gaussian lists, nearest first.
       counts: [C, T] int32 valid entries per list.
       pixels: [T, P, 2] pixel centres of every tile.
+      batch_size: Gaussians per loop step (capacity must be a multiple of it).
+      capacity: length of every tile list.
+      chunk: tiles processed side by side (see `_scheduled`).
     Returns:
       (values [C, T, P, V], transmittance [C, T, P]).
     """
-    out, _ = _composite_fwd(features, ids, counts, pixels, batch_size, capacity)
+    out, _ = _composite_fwd(features, ids, counts, pixels, batch_size, capacity, chunk)
     return out
 
 
-def _composite_fwd(features, ids, counts, pixels, batch_size, capacity):
-    tile_fn = functools.partial(_tile_forward, batch_size=batch_size)
-    per_tile = jax.vmap(tile_fn, in_axes=(None, 0, 0, 0))
-    acc, t, last, batches = jax.vmap(per_tile, in_axes=(0, 0, 0, None))(
-        features, ids, counts, pixels)
-    return (acc, t), (features, ids, counts, pixels, t, last, batches)
+def _work_items(features, ids, pixels):
+    """Flatten (camera, tile) into work items indexing one [C * N, F] feature table."""
+    num_cameras, num_gaussians, num_features = features.shape
+    num_tiles = ids.shape[1]
+    offsets = (jnp.arange(num_cameras, dtype=ids.dtype) * num_gaussians)[:, None, None]
+    flat_ids = (ids + offsets).reshape(num_cameras * num_tiles, -1)
+    flat_pixels = jnp.broadcast_to(pixels, (num_cameras,) + pixels.shape).reshape(
+        (num_cameras * num_tiles,) + pixels.shape[1:])
+    return features.reshape(-1, num_features), flat_ids, flat_pixels
 
 
-def _composite_bwd(batch_size, capacity, residuals, cotangents):
+def _composite_fwd(features, ids, counts, pixels, batch_size, capacity, chunk):
+    table, flat_ids, flat_pixels = _work_items(features, ids, pixels)
+    flat_counts = counts.reshape(-1)
+    tile_fn = functools.partial(_tile_forward, table, batch_size=batch_size)
+    acc, t, last, batches = _scheduled(tile_fn, flat_counts, chunk, flat_ids, flat_counts,
+                                       flat_pixels)
+    shape = counts.shape
+    out = (acc.reshape(shape + acc.shape[1:]), t.reshape(shape + t.shape[1:]))
+    return out, (features, ids, counts, pixels, t, last, batches)
+
+
+def _composite_bwd(batch_size, capacity, chunk, residuals, cotangents):
     features, ids, counts, pixels, t, last, batches = residuals
     grad_acc, grad_t = cotangents
-    tile_fn = functools.partial(_tile_backward, batch_size=batch_size, capacity=capacity)
-    per_tile = jax.vmap(tile_fn, in_axes=(None, 0, 0, 0, 0, 0, 0, 0, 0))
-    grad_entries = jax.vmap(per_tile, in_axes=(0, 0, 0, None, 0, 0, 0, 0, 0))(
-        features, ids, counts, pixels, t, last, batches, grad_acc, grad_t)
-    num_cameras, num_gaussians, num_features = features.shape
-    camera = jnp.arange(num_cameras)[:, None, None]
-    grad_features = jnp.zeros((num_cameras, num_gaussians, num_features), features.dtype)
-    grad_features = grad_features.at[camera, ids].add(grad_entries)
-    return grad_features, None, None, None
+    table, flat_ids, flat_pixels = _work_items(features, ids, pixels)
+    tile_fn = functools.partial(_tile_backward, table, batch_size=batch_size,
+                                capacity=capacity)
+    grad_entries = _scheduled(
+        tile_fn, batches, chunk, flat_ids, counts.reshape(-1), flat_pixels, t, last,
+        batches, grad_acc.reshape((-1,) + grad_acc.shape[2:]),
+        grad_t.reshape((-1,) + grad_t.shape[2:]))
+    grad_table = jnp.zeros_like(table).at[flat_ids].add(grad_entries)
+    return grad_table.reshape(features.shape), None, None, None
 
 
 composite.defvjp(_composite_fwd, _composite_bwd)
