@@ -18,10 +18,12 @@ each), the number of batches each tile used, and the inputs. The backward pass w
 each tile's batches back to front, as the CUDA rasterizers do: it recovers the
 transmittance in front of a batch by dividing by the batch's product of (1 - alpha)
 (at least 1e-4, since a pixel never passes that floor), recomputes the batch's alphas and
-applies the closed-form gradient of the compositing sum. Per-entry gradients go into a
-[C, T, capacity, F] buffer, scatter-added to the Gaussians once at the end. Peak
-temporary memory is O(C * T * batch_size * P) per loop step in both passes,
-independent of the number of Gaussians.
+applies the closed-form gradient of the compositing sum. Tiles run in chunks (see
+`_schedule`); a chunk's per-entry gradients [chunk, capacity, F] are scatter-added into
+the [C * N, F] gradient before the next chunk runs. Peak temporary memory is
+O(chunk * batch_size * P + chunk * capacity) per step in both passes, plus O(C * T * P)
+per-pixel state and O(C * N) gradients: independent of the number of Gaussians per
+pixel.
 """
 
 from __future__ import annotations
@@ -174,29 +176,25 @@ def _tile_backward(features: jax.Array, ids: jax.Array, count: jax.Array,
     return grad_entries
 
 
-def _scheduled(tile_fn, work: jax.Array, chunk: int, *operands):
-    """Run `tile_fn` over W work items, heaviest first, `chunk` items at a time.
+def _schedule(work: jax.Array, chunk: int, *operands: jax.Array):
+    """Group W work items into chunks of `chunk`, heaviest first.
 
-    `tile_fn` is vmapped over a chunk; each chunk's loops run only as long as its own
-    heaviest item, so light tiles (empty background, early-stopping interiors) do not wait
-    for the heaviest tile of the image. `work` [W] is the expected loop length per item;
-    every operand has the W items on axis 0. Returns tile_fn's outputs in item order.
+    Each chunk's loops run only as long as its own heaviest item, so light tiles (empty
+    background, early-stopping interiors) do not wait for the heaviest tile of the
+    image. `work` [W] is the expected loop length per item; every operand has the W
+    items on axis 0. Returns the order [W'] (W' a multiple of `chunk`, padding slots
+    index W) and the operands gathered into [W' / chunk, chunk, ...]; padding slots are
+    all zeros, i.e. empty tiles whose loops do not run.
     """
     num_items = work.shape[0]
-    pad = (-num_items) % chunk
     order = jnp.argsort(-work, stable=True)
-    order = jnp.concatenate([order, jnp.full((pad,), order[-1], order.dtype)])
+    order = jnp.concatenate([order, jnp.full((-num_items % chunk,), num_items, order.dtype)])
 
     def arrange(x):
-        return x[order].reshape((-1, chunk) + x.shape[1:])
+        x = jnp.take(x, order, axis=0, mode="fill", fill_value=0)
+        return x.reshape((-1, chunk) + x.shape[1:])
 
-    outputs = jax.lax.map(lambda xs: jax.vmap(tile_fn)(*xs), tuple(map(arrange, operands)))
-
-    def restore(y):
-        y = y.reshape((-1,) + y.shape[2:])[:num_items]
-        return jnp.zeros_like(y).at[order[:num_items]].set(y)
-
-    return jax.tree.map(restore, outputs)
+    return order, tuple(map(arrange, operands))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
@@ -211,7 +209,7 @@ def composite(features: jax.Array, ids: jax.Array, counts: jax.Array, pixels: ja
       pixels: [T, P, 2] pixel centres of every tile.
       batch_size: Gaussians per loop step (capacity must be a multiple of it).
       capacity: length of every tile list.
-      chunk: tiles processed side by side (see `_scheduled`).
+      chunk: tiles processed side by side (see `_schedule`).
     Returns:
       (values [C, T, P, V], transmittance [C, T, P]).
     """
@@ -233,9 +231,16 @@ def _work_items(features, ids, pixels):
 def _composite_fwd(features, ids, counts, pixels, batch_size, capacity, chunk):
     table, flat_ids, flat_pixels = _work_items(features, ids, pixels)
     flat_counts = counts.reshape(-1)
-    tile_fn = functools.partial(_tile_forward, table, batch_size=batch_size)
-    acc, t, last, batches = _scheduled(tile_fn, flat_counts, chunk, flat_ids, flat_counts,
-                                       flat_pixels)
+    tile_fn = jax.vmap(functools.partial(_tile_forward, table, batch_size=batch_size))
+    order, chunks = _schedule(flat_counts, chunk, flat_ids, flat_counts, flat_pixels)
+    outputs = jax.lax.map(lambda xs: tile_fn(*xs), chunks)
+
+    def restore(y):
+        y = y.reshape((-1,) + y.shape[2:])
+        return jnp.zeros((flat_counts.shape[0],) + y.shape[1:], y.dtype).at[order].set(
+            y, mode="drop")
+
+    acc, t, last, batches = map(restore, outputs)
     shape = counts.shape
     out = (acc.reshape(shape + acc.shape[1:]), t.reshape(shape + t.shape[1:]))
     return out, (features, ids, counts, pixels, t, last, batches)
@@ -245,13 +250,17 @@ def _composite_bwd(batch_size, capacity, chunk, residuals, cotangents):
     features, ids, counts, pixels, t, last, batches = residuals
     grad_acc, grad_t = cotangents
     table, flat_ids, flat_pixels = _work_items(features, ids, pixels)
-    tile_fn = functools.partial(_tile_backward, table, batch_size=batch_size,
-                                capacity=capacity)
-    grad_entries = _scheduled(
-        tile_fn, batches, chunk, flat_ids, counts.reshape(-1), flat_pixels, t, last,
-        batches, grad_acc.reshape((-1,) + grad_acc.shape[2:]),
-        grad_t.reshape((-1,) + grad_t.shape[2:]))
-    grad_table = jnp.zeros_like(table).at[flat_ids].add(grad_entries)
+    tile_fn = jax.vmap(functools.partial(_tile_backward, table, batch_size=batch_size,
+                                         capacity=capacity))
+    _, chunks = _schedule(batches, chunk, flat_ids, counts.reshape(-1), flat_pixels, t,
+                          last, batches, grad_acc.reshape((-1,) + grad_acc.shape[2:]),
+                          grad_t.reshape((-1,) + grad_t.shape[2:]))
+
+    def accumulate(grad_table, xs):
+        # Per-entry gradients [chunk, capacity, F] exist for one chunk at a time.
+        return grad_table.at[xs[0]].add(tile_fn(*xs)), None
+
+    grad_table, _ = jax.lax.scan(accumulate, jnp.zeros_like(table), chunks)
     return grad_table.reshape(features.shape), None, None, None
 
 

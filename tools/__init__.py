@@ -1,0 +1,1 @@
+"""PyTorch-side tools (weight conversion, track caching): the only code that imports torch."""
