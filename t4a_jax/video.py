@@ -9,7 +9,6 @@ FFmpeg reads into uint8 frames [F, H, W, 3].
 from __future__ import annotations
 
 import os
-import secrets
 from fractions import Fraction
 from typing import IO
 
@@ -17,6 +16,8 @@ import av
 import numpy as np
 from numpy.typing import ArrayLike
 from PIL import Image
+
+from t4a_jax.atomic import atomic_write
 
 VIDEO_EXTENSIONS = (".mp4", ".gif")  # what `write_video` writes
 
@@ -97,21 +98,8 @@ def write_video(path: str | os.PathLike, frames: ArrayLike, fps: float = 24) -> 
         frames = np.pad(frames, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)),
                         mode="edge")
 
-    directory, base = os.path.split(os.path.abspath(path))
-    stem, suffix = os.path.splitext(base)
-    tmp_path = os.path.join(directory, f".{stem}.tmp-{secrets.token_hex(8)}{suffix}")
-    # O_EXCL: never clobber another file; mode 0o666 lets the umask apply as for open().
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            (_encode_mp4 if ext == ".mp4" else _encode_gif)(file, frames, fps)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_write(path) as file:
+        (_encode_mp4 if ext == ".mp4" else _encode_gif)(file, frames, fps)
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
-from scipy.special import sph_harm_y
 
+from reference_rasterizer import real_sh_basis
 from t4a_jax.render.gaussians import rgb_from_sh_dc, sh_from_rgb
 from t4a_jax.render.projection import covariance_3d, quat_to_rotmat
 from t4a_jax.render.sh import SH_C0, eval_sh, num_sh_bases, sh_basis
@@ -30,25 +30,6 @@ def _sphere_quadrature(n_theta=24, n_phi=48):
     dirs = np.stack([sin_t * np.cos(phi_g), sin_t * np.sin(phi_g), mu_g], axis=-1)
     weights = w_mu[:, None] * np.full(n_phi, 2.0 * np.pi / n_phi)[None, :]
     return dirs.reshape(-1, 3), weights.reshape(-1)
-
-
-def _scipy_real_sh(degree, dirs):
-    """3DGS real SH from SciPy's complex Y_l^m (Condon-Shortley phase included)."""
-    dirs = np.asarray(dirs, np.float64)
-    dirs = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
-    polar = np.arccos(np.clip(dirs[:, 2], -1.0, 1.0))
-    azimuth = np.arctan2(dirs[:, 1], dirs[:, 0])
-    cols = []
-    for l in range(degree + 1):
-        for m in range(-l, l + 1):
-            y = sph_harm_y(l, abs(m), polar, azimuth)
-            if m < 0:
-                cols.append(np.sqrt(2.0) * y.imag)
-            elif m == 0:
-                cols.append(y.real)
-            else:
-                cols.append(np.sqrt(2.0) * y.real)
-    return np.stack(cols, axis=-1)
 
 
 # ---------------------------------------------------------------- the basis
@@ -71,7 +52,7 @@ def test_sh_basis_matches_scipy(degree):
     dirs = _random_dirs(rng, 200)
     ours = np.asarray(sh_basis(degree, jnp.asarray(dirs, jnp.float32)))
     assert ours.shape == (200, num_sh_bases(degree))
-    np.testing.assert_allclose(ours, _scipy_real_sh(degree, dirs), atol=1e-6)
+    np.testing.assert_allclose(ours, real_sh_basis(degree, dirs), atol=1e-6)
 
 
 def test_sh_basis_band1_hand_values():
@@ -141,7 +122,7 @@ def test_eval_sh_is_basis_times_coeffs(degree):
     coeffs = rng.normal(size=(30, 16, 3)).astype(np.float32)
     out = np.asarray(eval_sh(degree, jnp.asarray(dirs), jnp.asarray(coeffs)))
     assert out.shape == (30, 3)
-    basis = _scipy_real_sh(degree, dirs)
+    basis = real_sh_basis(degree, dirs)
     expected = np.einsum("nk,nkc->nc", basis, coeffs[:, :k].astype(np.float64))
     np.testing.assert_allclose(out, expected, atol=1e-5)
     # Coefficients past (d+1)^2 are ignored.
@@ -160,7 +141,7 @@ def test_eval_sh_broadcasts_dirs_over_camera_batch():
     coeffs = rng.normal(size=(2, 4, 9, 3)).astype(np.float32)
     out = np.asarray(eval_sh(2, jnp.asarray(dirs), jnp.asarray(coeffs)))
     assert out.shape == (2, 4, 3)
-    expected = np.einsum("nk,nkc->nc", _scipy_real_sh(2, dirs.reshape(8, 3)),
+    expected = np.einsum("nk,nkc->nc", real_sh_basis(2, dirs.reshape(8, 3)),
                          coeffs.reshape(8, 9, 3))
     np.testing.assert_allclose(out.reshape(8, 3), expected, atol=1e-5)
 

@@ -20,12 +20,12 @@ Values are copied, not converted, so a save/load round trip is bit-exact.
 from __future__ import annotations
 
 import os
-import secrets
 
 import jax.numpy as jnp
 import numpy as np
 import plyfile
 
+from t4a_jax.atomic import atomic_write
 from t4a_jax.render.gaussians import Gaussians
 from t4a_jax.render.sh import MAX_SH_DEGREE
 
@@ -82,20 +82,8 @@ def save_ply(path: str | os.PathLike, gaussians: Gaussians) -> None:
     data = plyfile.PlyData([plyfile.PlyElement.describe(records, "vertex")],
                            text=False, byte_order="<")
 
-    directory, base = os.path.split(os.path.abspath(path))
-    tmp_path = os.path.join(directory, f".{base}.{secrets.token_hex(8)}.tmp")
-    # O_EXCL: never clobber another file; mode 0o666 lets the umask apply as for open().
-    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            data.write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_write(path) as f:
+        data.write(f)
 
 
 def load_ply(path: str | os.PathLike) -> Gaussians:
