@@ -125,6 +125,13 @@ def test_leading_camera_dims_jit_and_vmap():
     batched = jax.vmap(lambda p: render(**p)[0])(stacked)
     np.testing.assert_allclose(batched[0], flat[0], atol=1e-5)
     np.testing.assert_allclose(batched[1], render(**scaled)[0], atol=1e-5)
+    # ... and so does vmap of grad.
+    grad = jax.grad(lambda p: jnp.sum(render(**p)[0] ** 2))
+    batched_grads = jax.vmap(grad)(stacked)
+    for i, single in enumerate([params, scaled]):
+        for name, value in grad(single).items():
+            np.testing.assert_allclose(batched_grads[name][i], value, rtol=1e-4, atol=1e-5,
+                                       err_msg=name)
 
 
 def test_bad_inputs_name_the_argument():

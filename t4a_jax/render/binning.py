@@ -62,23 +62,28 @@ def bin_gaussians(proj: Projected, width: int, height: int, tile_size: int,
     span = jnp.maximum(tile_hi - tile_lo + 1, 0)             # [N, 2] tiles in x and y
     pairs_per_gaussian = span[:, 0] * span[:, 1]
 
+    # Pairs are emitted nearest Gaussian first, so one stable sort by tile leaves every
+    # tile's run in depth order (and a full buffer drops the farthest pairs).
+    depth = jnp.where(pairs_per_gaussian > 0, jax.lax.stop_gradient(proj.depths), jnp.inf)
+    by_depth = jnp.argsort(depth, stable=True).astype(jnp.int32)
+    pairs_by_depth = pairs_per_gaussian[by_depth]
+    ends = jnp.cumsum(pairs_by_depth)
+    starts = ends - pairs_by_depth
     buffer_size = num_tiles * capacity
-    ends = jnp.cumsum(pairs_per_gaussian)
-    starts = ends - pairs_per_gaussian
     slot = jnp.arange(buffer_size, dtype=jnp.int32)
-    gaussian = jnp.repeat(jnp.arange(num_gaussians, dtype=jnp.int32), pairs_per_gaussian,
-                          total_repeat_length=buffer_size)
-    local = slot - starts[gaussian]
+    rank = jnp.repeat(jnp.arange(num_gaussians, dtype=jnp.int32), pairs_by_depth,
+                      total_repeat_length=buffer_size)
+    gaussian = by_depth[rank]
+    local = slot - starts[rank]
     width_in_tiles = jnp.maximum(span[gaussian, 0], 1)
     tile_x = tile_lo[gaussian, 0] + local % width_in_tiles
     tile_y = tile_lo[gaussian, 1] + local // width_in_tiles
     tile = jnp.where(slot < ends[-1], tile_y * tiles_x + tile_x, num_tiles)
-    depth = jax.lax.stop_gradient(proj.depths)[gaussian]
-    tile, _, gaussian = jax.lax.sort((tile, depth, gaussian), num_keys=2, is_stable=True)
+    tile, gaussian = jax.lax.sort((tile, gaussian), num_keys=1, is_stable=True)
 
     tile_ids = jnp.arange(num_tiles, dtype=jnp.int32)
-    run_start = jnp.searchsorted(tile, tile_ids, side="left", method="sort")
-    run_end = jnp.searchsorted(tile, tile_ids, side="right", method="sort")
+    run_start = jnp.searchsorted(tile, tile_ids, side="left", method="scan")
+    run_end = jnp.searchsorted(tile, tile_ids, side="right", method="scan")
     counts = jnp.minimum(run_end - run_start, capacity).astype(jnp.int32)
     index = jnp.minimum(run_start[:, None] + jnp.arange(capacity), buffer_size - 1)
     ids = gaussian[index]
