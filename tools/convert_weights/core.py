@@ -90,7 +90,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module: nnx.Module,
             unused.append(key)
             continue
         value = to_nnx_layout(np.asarray(value), path[-1])
-        expected = tuple(params[path].value.shape)
+        expected = tuple(params[path][...].shape)
         if value.shape != expected:
             mismatched.append(f"{key} {tuple(value.shape)} -> {path_str(path)} {expected}")
             continue
@@ -119,7 +119,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module: nnx.Module,
     state = nnx.state(module, nnx.Param)
     for path, value in new_values.items():
         leaf = params[path]
-        _set_path(state, path, np.asarray(value, dtype=leaf.value.dtype))
+        _set_path(state, path, np.asarray(value, dtype=leaf[...].dtype))
     nnx.update(module, state)
     return ConversionReport(consumed, allowed)
 
@@ -139,7 +139,7 @@ def _set_path(state, path: Path, value: np.ndarray) -> None:
     node = state
     for part in path[:-1]:
         node = node[part]
-    node[path[-1]].value = value
+    node[path[-1]][...] = value
 
 
 def _preview(items: Sequence[str], limit: int = 12) -> str:
