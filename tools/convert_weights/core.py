@@ -79,7 +79,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], module: nnx.Module,
     Raises ConversionError listing unused keys, missing parameters (unless matched by a
     regex in `allow_missing`) and shape mismatches, all at once.
     """
-    params = dict(nnx.state(module, nnx.Param).flat_state())
+    params = dict(nnx.to_flat_state(nnx.state(module, nnx.Param)))
     targets = {path_str(p): p for p in params}
     new_values: dict[Path, np.ndarray] = {}
     consumed: dict[str, str] = {}

@@ -1,0 +1,150 @@
+"""Converted model checkpoints: a directory with `config.json` and Orbax `params/`.
+
+    save(module, "ckpt/unet")      # any NNX module with a dataclass `config` attribute
+    unet = load("ckpt/unet")       # the same class, built from the config, params restored
+
+Convention: a model class is constructed as `Class(config, rngs=...)` and keeps that
+config as `self.config`, a (frozen) dataclass whose fields are JSON-friendly values,
+tuples, nested dataclasses or dtypes. `config.json` records the class and the config
+class by import path, so `load` needs no registry.
+
+Writes are atomic: everything goes to a temporary sibling directory that is renamed
+onto `path` at the end; an existing checkpoint at `path` is replaced only then.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import secrets
+import shutil
+import typing
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+CONFIG_FILE = "config.json"
+PARAMS_DIR = "params"
+FORMAT_VERSION = 1
+
+
+def save(module: nnx.Module, path: str | os.PathLike) -> None:
+    """Write `module`'s config and parameters to the directory `path` (atomically)."""
+    config = getattr(module, "config", None)
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"save: {type(module).__name__} has no dataclass `config` attribute")
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{base}.tmp-{secrets.token_hex(8)}")
+    try:
+        os.makedirs(tmp)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "model": _qualname(type(module)),
+            "config_class": _qualname(type(config)),
+            "config": _to_json(config),
+        }
+        with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(os.path.join(tmp, PARAMS_DIR),
+                              jax.tree.map(np.asarray, _stored_state(module)))
+            checkpointer.wait_until_finished()
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load(path: str | os.PathLike) -> nnx.Module:
+    """The module stored at `path` by `save` (or by `python -m tools.convert_weights`)."""
+    path = os.path.abspath(os.fspath(path))
+    config_path = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise FileNotFoundError(f"{path}: not a t4a_jax checkpoint (no {CONFIG_FILE})")
+    with open(config_path) as f:
+        try:
+            meta = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_path}: invalid JSON ({e})") from e
+    for key in ("model", "config_class", "config"):
+        if key not in meta:
+            raise ValueError(f"{config_path}: missing key {key!r}")
+    model_class = _import(meta["model"], config_path)
+    config_class = _import(meta["config_class"], config_path)
+    config = _from_json(config_class, meta["config"], config_path)
+    abstract = nnx.eval_shape(lambda: model_class(config, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    params_dir = os.path.join(path, PARAMS_DIR)
+    if not os.path.isdir(params_dir):
+        raise FileNotFoundError(f"{path}: no {PARAMS_DIR}/ directory")
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    with ocp.StandardCheckpointer() as checkpointer:
+        return nnx.merge(graphdef, checkpointer.restore(params_dir, target))
+
+
+def _stored_state(module: nnx.Module) -> nnx.State:
+    """Everything a module holds (parameters and buffers); models keep no RNG state."""
+    if nnx.to_flat_state(nnx.state(module, nnx.RngState)):
+        raise TypeError(f"save: {type(module).__name__} keeps RNG state; t4a_jax models "
+                        f"take rngs only at construction")
+    return nnx.state(module)
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _import(name: str, source: str) -> Any:
+    module_name, _, attr = name.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{source}: cannot import {name!r} ({e})") from e
+    return obj
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, (type, np.dtype)) or value is jnp.float32 or hasattr(value, "dtype"):
+        return {"dtype": jnp.dtype(value).name}
+    return value
+
+
+def _from_json(cls: type, data: dict, source: str) -> Any:
+    """Rebuild dataclass `cls` from `_to_json` output, using the field type hints."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{source}: unknown config fields for {cls.__name__}: {unknown}")
+    kwargs = {name: _field_from_json(hints.get(name), value) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _field_from_json(hint: Any, value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"dtype"}:
+        return jnp.dtype(value["dtype"]).type
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return _from_json(hint, value, hint.__name__)
+    if isinstance(value, list):
+        args = typing.get_args(hint)
+        inner = args[0] if args else None
+        return tuple(_field_from_json(inner, v) for v in value)
+    return value
