@@ -5,7 +5,7 @@ import sys
 
 
 def test_import_never_pulls_in_torch():
-    modules = ["t4a_jax", "t4a_jax.render", "t4a_jax.render.ply", "t4a_jax.render.mesh",
+    modules = ["t4a_jax", "t4a_jax.models", "t4a_jax.render", "t4a_jax.render.ply", "t4a_jax.render.mesh",
                "t4a_jax.render.builtin", "t4a_jax.video", "t4a_jax.turntable"]
     code = ("import sys\n"
             + "".join(f"import {m}\n" for m in modules)

@@ -3,3 +3,7 @@
 Attribute names mirror the PyTorch originals so that `tools/convert_weights` maps
 checkpoints mechanically.
 """
+
+from t4a_jax.models.io import load, save
+
+__all__ = ["load", "save"]
