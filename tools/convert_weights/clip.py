@@ -1,0 +1,167 @@
+"""transformers CLIP checkpoints -> `t4a_jax.models.clip` (text and image towers).
+
+The NNX towers mirror transformers' key names, so the mapping is nearly empty:
+
+- text: SD1.5 / transformers 4.x checkpoints name keys `text_model.embeddings...`;
+  transformers 5.x saves `CLIPTextModel` without the `text_model.` prefix. Keys without it
+  are prefixed (one rename), so both load.
+- vision: `vision_model.*` and `visual_projection.weight`, no renames.
+- `*.position_ids`: a buffer (0..L-1) that older transformers versions saved in checkpoints.
+  It holds no learned value, so it is dropped explicitly (listed in the report as consumed
+  by `<ignored: position_ids buffer>`); any other unknown key is an error.
+
+Folders (`load_hf_folder`) are transformers' `save_pretrained` layout: `config.json` plus
+`model.safetensors` (or a sharded `model.safetensors.index.json`) or `pytorch_model.bin`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
+                                 CLIPVisionModelWithProjection)
+from tools.convert_weights.core import ConversionReport, convert_state_dict
+
+IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
+IGNORED_MARK = "<ignored: position_ids buffer>"
+TEXT_RENAMES = ((r"^(?!text_model\.)", "text_model."),)
+VISION_RENAMES = ()
+
+
+def _split_ignored(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    kept = {k: v for k, v in state_dict.items() if not IGNORED_KEYS.search(k)}
+    return kept, [k for k in state_dict if k not in kept]
+
+
+def _abstract(build):
+    """Build a module without computing random weights: every parameter starts as a
+    (lazily allocated) numpy zero buffer that the conversion fills in place; it refuses
+    missing parameters, so no zero survives."""
+    model = nnx.eval_shape(build)
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), params))
+    return model
+
+
+def _convert(state_dict, model, renames, source) -> ConversionReport:
+    kept, ignored = _split_ignored(state_dict)
+    report = convert_state_dict(kept, model, renames=renames, source=source)
+    report.consumed.update({k: IGNORED_MARK for k in ignored})
+    # The conversion leaves numpy arrays in the parameters; hand back device arrays.
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(jnp.asarray, params))
+    return report
+
+
+def convert_clip_text(state_dict: Mapping[str, Any],
+                      config: CLIPTextConfig | Mapping[str, Any], *, dtype=jnp.float32,
+                      implementation: str | None = None,
+                      source: str = "CLIP text encoder"
+                      ) -> tuple[CLIPTextModel, ConversionReport]:
+    """A transformers `CLIPTextModel` state dict (key -> array) -> (NNX model, report).
+
+    `config`: a `CLIPTextConfig` or a transformers `config.json` dict. Raises
+    `ConversionError` naming unused, missing or mis-shaped keys.
+    """
+    if not isinstance(config, CLIPTextConfig):
+        config = CLIPTextConfig.from_hf_dict(config)
+    model = _abstract(lambda: CLIPTextModel(config, dtype=dtype, implementation=implementation,
+                                            rngs=nnx.Rngs(0)))
+    return model, _convert(state_dict, model, TEXT_RENAMES, source)
+
+
+def convert_clip_vision(state_dict: Mapping[str, Any],
+                        config: CLIPVisionConfig | Mapping[str, Any], *, dtype=jnp.float32,
+                        implementation: str | None = None,
+                        source: str = "CLIP image encoder"
+                        ) -> tuple[CLIPVisionModelWithProjection, ConversionReport]:
+    """A transformers `CLIPVisionModelWithProjection` state dict -> (NNX model, report)."""
+    if not isinstance(config, CLIPVisionConfig):
+        config = CLIPVisionConfig.from_hf_dict(config)
+    model = _abstract(lambda: CLIPVisionModelWithProjection(
+        config, dtype=dtype, implementation=implementation, rngs=nnx.Rngs(0)))
+    return model, _convert(state_dict, model, VISION_RENAMES, source)
+
+
+def load_hf_folder(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A transformers model folder -> (config.json dict, state dict of numpy arrays).
+
+    Weights from `model.safetensors` (read with safetensors.numpy, no torch), a sharded
+    `model.safetensors.index.json`, or else `pytorch_model.bin` (torch.load with
+    weights_only=True; bfloat16 tensors are widened to float32, numpy has no bfloat16).
+    """
+    path = os.fspath(path)
+    config_file = os.path.join(path, "config.json")
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"{path}: no config.json")
+    try:
+        with open(config_file, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_file}: not valid JSON ({e})") from e
+
+    single = os.path.join(path, "model.safetensors")
+    index = os.path.join(path, "model.safetensors.index.json")
+    legacy = os.path.join(path, "pytorch_model.bin")
+    if os.path.isfile(single):
+        return config, _load_safetensors(single)
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as fh:
+            shards = sorted(set(json.load(fh)["weight_map"].values()))
+        state: dict[str, np.ndarray] = {}
+        for shard in shards:
+            state.update(_load_safetensors(os.path.join(path, shard)))
+        return config, state
+    if os.path.isfile(legacy):
+        return config, _load_torch_bin(legacy)
+    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json "
+                            f"or pytorch_model.bin")
+
+
+def _load_safetensors(file: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file}: missing safetensors shard")
+    try:
+        return load_file(file)
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"{file}: cannot read safetensors ({e})") from e
+
+
+def _load_torch_bin(file: str) -> dict[str, np.ndarray]:
+    import torch
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{file}: cannot read the torch checkpoint ({e})") from e
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{file}: expected a state dict, got {type(state).__name__}")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{file}: {key} is a {type(value).__name__}, not a tensor")
+        value = value.detach()
+        out[key] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return out
+
+
+def load_clip_text_folder(path: str | os.PathLike, **kwargs
+                          ) -> tuple[CLIPTextModel, ConversionReport]:
+    """`load_hf_folder` + `convert_clip_text` (e.g. SD1.5's `text_encoder/`)."""
+    config, state = load_hf_folder(path)
+    return convert_clip_text(state, config, source=os.fspath(path), **kwargs)
+
+
+def load_clip_vision_folder(path: str | os.PathLike, **kwargs
+                            ) -> tuple[CLIPVisionModelWithProjection, ConversionReport]:
+    """`load_hf_folder` + `convert_clip_vision` (e.g. IP-Adapter's `image_encoder/`)."""
+    config, state = load_hf_folder(path)
+    return convert_clip_vision(state, config, source=os.fspath(path), **kwargs)
