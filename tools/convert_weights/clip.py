@@ -16,7 +16,6 @@ Folders (`load_hf_folder`) are transformers' `save_pretrained` layout: `config.j
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Mapping
@@ -29,6 +28,7 @@ from flax import nnx
 from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
                                  CLIPVisionModelWithProjection)
 from tools.convert_weights.core import ConversionReport, convert_state_dict
+from tools.convert_weights.sources import find_file, load_weights, read_json
 
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
 IGNORED_MARK = "<ignored: position_ids buffer>"
@@ -94,63 +94,14 @@ def convert_clip_vision(state_dict: Mapping[str, Any],
 def load_hf_folder(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A transformers model folder -> (config.json dict, state dict of numpy arrays).
 
-    Weights from `model.safetensors` (read with safetensors.numpy, no torch), a sharded
-    `model.safetensors.index.json`, or else `pytorch_model.bin` (torch.load with
-    weights_only=True; bfloat16 tensors are widened to float32, numpy has no bfloat16).
+    Weights from `model.safetensors`, a sharded `model.safetensors.index.json`, or else
+    `pytorch_model.bin` (see `sources.load_weights`).
     """
     path = os.fspath(path)
-    config_file = os.path.join(path, "config.json")
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"{path}: no config.json")
-    try:
-        with open(config_file, encoding="utf-8") as fh:
-            config = json.load(fh)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config_file}: not valid JSON ({e})") from e
-
-    single = os.path.join(path, "model.safetensors")
-    index = os.path.join(path, "model.safetensors.index.json")
-    legacy = os.path.join(path, "pytorch_model.bin")
-    if os.path.isfile(single):
-        return config, _load_safetensors(single)
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as fh:
-            shards = sorted(set(json.load(fh)["weight_map"].values()))
-        state: dict[str, np.ndarray] = {}
-        for shard in shards:
-            state.update(_load_safetensors(os.path.join(path, shard)))
-        return config, state
-    if os.path.isfile(legacy):
-        return config, _load_torch_bin(legacy)
-    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json "
-                            f"or pytorch_model.bin")
-
-
-def _load_safetensors(file: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f"{file}: missing safetensors shard")
-    try:
-        return load_file(file)
-    except Exception as e:  # safetensors raises its own error types
-        raise ValueError(f"{file}: cannot read safetensors ({e})") from e
-
-
-def _load_torch_bin(file: str) -> dict[str, np.ndarray]:
-    import torch
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{file}: cannot read the torch checkpoint ({e})") from e
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{file}: expected a state dict, got {type(state).__name__}")
-    out = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{file}: {key} is a {type(value).__name__}, not a tensor")
-        value = value.detach()
-        out[key] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
-    return out
+    config = read_json(os.path.join(path, "config.json"))
+    weights = find_file(path, ["model.safetensors", "model.safetensors.index.json",
+                               "pytorch_model.bin"], "weights")
+    return config, load_weights(weights)
 
 
 def load_clip_text_folder(path: str | os.PathLike, **kwargs

@@ -9,9 +9,7 @@ diffusers itself still loads. A diffusers VAE folder is `config.json` plus
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,6 +17,7 @@ from flax import nnx
 
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from tools.convert_weights.core import ConversionReport, convert_state_dict
+from tools.convert_weights.sources import find_file, load_weights, read_json
 
 # Older diffusers (and diffusers-format conversions of LDM) name the mid-block attention
 # projections query/key/value/proj_attn; diffusers maps them in
@@ -105,61 +104,8 @@ def load_diffusers_vae(folder: str | os.PathLike, *, variant: str | None = None,
         hint = (f" (it looks like a pipeline folder: pass {os.path.join(folder, 'vae')})"
                 if os.path.isfile(os.path.join(folder, "vae", "config.json")) else "")
         raise FileNotFoundError(f"{config_path} not found{hint}")
-    with open(config_path) as f:
-        config = vae_config_from_diffusers(json.load(f), source=config_path)
+    config = vae_config_from_diffusers(read_json(config_path), source=config_path)
 
     stem = _WEIGHT_NAME + (f".{variant}" if variant else "")
-    candidates = [os.path.join(folder, stem + ext) for ext in (".safetensors", ".bin")]
-    for path in candidates:
-        if os.path.isfile(path):
-            return config, load_weights(path)
-    raise FileNotFoundError(f"no VAE weights in {folder}: looked for "
-                            f"{', '.join(os.path.basename(p) for p in candidates)}")
-
-
-def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A `.safetensors` (read without torch; bf16 via ml_dtypes) or a torch `.bin`/`.ckpt`
-    file (`torch.load(weights_only=True)`, a top-level `state_dict` unwrapped) as
-    key -> numpy array."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights file {path} not found")
-    if path.endswith(".safetensors"):
-        return _load_safetensors(path)
-    import torch  # only for pickled checkpoints
-
-    state = torch.load(path, weights_only=True, map_location="cpu")
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in state.items()}
-
-
-def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load_file
-
-    try:
-        return load_file(path)
-    except TypeError:  # numpy has no bfloat16; read the (simple) format directly
-        return _load_safetensors_raw(path)
-
-
-def _load_safetensors_raw(path: str) -> dict[str, np.ndarray]:
-    import ml_dtypes
-
-    dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
-              "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32,
-              "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
-    with open(path, "rb") as f:
-        (header_size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(header_size))
-        data = f.read()
-    out = {}
-    for key, info in header.items():
-        if key == "__metadata__":
-            continue
-        if info["dtype"] not in dtypes:
-            raise ValueError(f"{path}: {key} has unsupported dtype {info['dtype']}")
-        start, end = info["data_offsets"]
-        out[key] = np.frombuffer(data[start:end], dtype=dtypes[info["dtype"]]).reshape(
-            info["shape"])
-    return out
+    weights = find_file(folder, [stem + ".safetensors", stem + ".bin"], "VAE weights")
+    return config, load_weights(weights)
