@@ -131,3 +131,27 @@ def _load_safetensors_raw(path: str) -> dict[str, np.ndarray]:
         array = array.reshape(info["shape"])
         out[key] = array.astype(np.float32) if info["dtype"] == "BF16" else array
     return out
+
+
+def read_diffusers_config(folder: str | os.PathLike, *, component: str) -> dict[str, Any]:
+    """`config.json` of a diffusers model folder; a pipeline root given by mistake gets a
+    hint to pass its `component` subfolder."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{component} folder {folder} does not exist")
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isfile(config_path):
+        nested = os.path.join(folder, component)
+        hint = (f" (it looks like a pipeline folder: pass {nested})"
+                if os.path.isfile(os.path.join(nested, "config.json")) else "")
+        raise FileNotFoundError(f"{config_path} not found{hint}")
+    return read_json(config_path)
+
+
+def load_diffusers_weights(folder: str | os.PathLike, *, component: str,
+                           variant: str | None = None) -> dict[str, Any]:
+    """Weights of a diffusers model folder: `diffusion_pytorch_model[.variant]` as
+    `.safetensors`, else `.bin`."""
+    stem = "diffusion_pytorch_model" + (f".{variant}" if variant else "")
+    return load_weights(find_file(folder, [stem + ".safetensors", stem + ".bin"],
+                                  f"{component} weights"))

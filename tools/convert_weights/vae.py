@@ -17,7 +17,7 @@ from flax import nnx
 
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from tools.convert_weights.core import ConversionReport, convert_state_dict
-from tools.convert_weights.sources import find_file, load_weights, read_json
+from tools.convert_weights.sources import load_diffusers_weights, read_diffusers_config
 
 # Older diffusers (and diffusers-format conversions of LDM) name the mid-block attention
 # projections query/key/value/proj_attn; diffusers maps them in
@@ -29,7 +29,6 @@ VAE_RENAMES: tuple[tuple[str, str], ...] = (
     (r"(mid_block\.attentions\.\d+)\.proj_attn\.", r"\1.to_out.0."),
 )
 
-_WEIGHT_NAME = "diffusion_pytorch_model"
 
 
 def convert_vae(state_dict: Mapping[str, np.ndarray], config: VAEConfig, *,
@@ -96,16 +95,6 @@ def load_diffusers_vae(folder: str | os.PathLike, *, variant: str | None = None,
 
     Prefers `diffusion_pytorch_model[.variant].safetensors` (no torch needed) over
     `.bin`. Raises FileNotFoundError naming the folder and the files it looked for."""
-    folder = os.fspath(folder)
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"VAE folder {folder} does not exist")
-    config_path = os.path.join(folder, "config.json")
-    if not os.path.isfile(config_path):
-        hint = (f" (it looks like a pipeline folder: pass {os.path.join(folder, 'vae')})"
-                if os.path.isfile(os.path.join(folder, "vae", "config.json")) else "")
-        raise FileNotFoundError(f"{config_path} not found{hint}")
-    config = vae_config_from_diffusers(read_json(config_path), source=config_path)
-
-    stem = _WEIGHT_NAME + (f".{variant}" if variant else "")
-    weights = find_file(folder, [stem + ".safetensors", stem + ".bin"], "VAE weights")
-    return config, load_weights(weights)
+    config = vae_config_from_diffusers(read_diffusers_config(folder, component="vae"),
+                                       source=os.path.join(os.fspath(folder), "config.json"))
+    return config, load_diffusers_weights(folder, component="vae", variant=variant)

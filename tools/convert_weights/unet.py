@@ -1,0 +1,163 @@
+"""diffusers U-Net checkpoints -> `t4a_jax.models.unet.UNet`.
+
+Sources: a `UNet2DConditionModel` state dict (SD1.5), a `UNetMotionModel` state dict, or
+the union of a U-Net and an AnimateDiff `MotionAdapter` state dict (the adapter's keys
+`down_blocks.i.motion_modules.j.*`, `mid_block.motion_modules.0.*`,
+`up_blocks.i.motion_modules.j.*` are `UNetMotionModel`'s).
+
+Rename table: empty. The NNX U-Net mirrors diffusers' names, so every parameter maps
+mechanically through `core.convert_state_dict` (`weight` -> `kernel`/`scale`, Linear
+[out, in] -> [in, out], conv OIHW -> HWIO).
+
+Position tables: the motion modules' sinusoidal tables are constants of the NNX module
+(`transformer.sinusoidal_table`), not parameters. Their checkpoint buffers,
+`<motion module>.transformer_blocks.k.pos_embed.pe` (diffusers) or
+`...transformer_blocks.k.attn{1,2}.processor.time_pos_embed.pe` (Animate3D), all [1, L, C],
+are consumed here after checking that L is `motion_max_seq_length` and that the values
+are the sinusoid; anything else raises `ConversionError` naming the key (a trained table
+would not load silently as a constant).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from t4a_jax.models.transformer import sinusoidal_table
+from t4a_jax.models.unet import UNet, UNetConfig
+from tools.convert_weights.core import ConversionError, ConversionReport, convert_state_dict
+from tools.convert_weights.sources import load_diffusers_weights, read_diffusers_config
+
+UNET_RENAMES: tuple[tuple[str, str], ...] = ()
+
+POSITION_TABLE_KEY = re.compile(
+    r"^(?P<block>.+\.motion_modules\.\d+\.transformer_blocks\.\d+)\."
+    r"(?:pos_embed|attn[12]\.processor\.time_pos_embed)\.pe$")
+_POSITION_TABLE_ATOL = 1e-5
+
+
+def convert_unet(state_dict: Mapping[str, np.ndarray], config: UNetConfig, *,
+                 source: str = "U-Net checkpoint") -> UNet:
+    """A `UNet` for `config` filled from a diffusers state dict (torch key -> numpy
+    array). Raises `ConversionError` naming every unused key, missing parameter, shape
+    mismatch and position table that is not the sinusoid.
+
+    The model is built abstractly (no random initialisation: converting SD1.5 does not
+    first draw 1.3e9 random numbers); every parameter is then filled from the checkpoint."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
+    model = nnx.merge(graphdef, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state))
+    convert_unet_into(state_dict, model, source=source)
+    nnx.update(model, jax.tree.map(jnp.asarray, nnx.state(model)))
+    return model
+
+
+def convert_unet_into(state_dict: Mapping[str, np.ndarray], model: UNet, *,
+                      source: str = "U-Net checkpoint") -> ConversionReport:
+    """Load a diffusers U-Net state dict into an existing `model` in place."""
+    parameters, tables = _split_position_tables(state_dict, model, source)
+    report = convert_state_dict(parameters, model, renames=UNET_RENAMES, source=source)
+    report.consumed.update(tables)
+    return report
+
+
+def _split_position_tables(state_dict: Mapping[str, np.ndarray], model: UNet, source: str,
+                           ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(the state dict without the position tables of existing motion blocks,
+    {table key: what it was checked against}). Tables of blocks the model lacks stay in
+    the dict, so the conversion reports them as unused."""
+    params = {".".join(map(str, path)) for path, _ in
+              nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    length = model.config.motion_max_seq_length
+    rest, tables, problems = {}, {}, []
+    for key, value in state_dict.items():
+        match = POSITION_TABLE_KEY.match(key)
+        if match is None or f"{match['block']}.attn1.to_q.kernel" not in params:
+            rest[key] = value
+            continue
+        value = np.asarray(value, np.float32)
+        channels = value.shape[-1]
+        if value.shape != (1, length, channels):
+            problems.append(f"{key} {value.shape} (expected (1, {length}, C) for "
+                            f"motion_max_seq_length={length})")
+        elif not np.allclose(value[0], sinusoidal_table(length, channels), rtol=0,
+                             atol=_POSITION_TABLE_ATOL):
+            problems.append(f"{key} is not the sinusoidal table (trained tables are not "
+                            f"supported)")
+        else:
+            tables[key] = f"{match['block']} (sinusoidal position table, checked)"
+    if problems:
+        raise ConversionError(f"{source}: {len(problems)} bad position tables: "
+                              + "; ".join(problems))
+    return rest, tables
+
+
+def load_diffusers_unet(folder: str | os.PathLike, *,
+                        motion_adapter: str | os.PathLike | None = None,
+                        variant: str | None = None, **overrides: Any,
+                        ) -> tuple[UNetConfig, dict[str, np.ndarray]]:
+    """Read a diffusers U-Net folder (`UNet2DConditionModel` or `UNetMotionModel`:
+    config.json + diffusion_pytorch_model[.variant].safetensors, or .bin read with
+    `torch.load(weights_only=True)`) into (UNetConfig, state dict of numpy arrays).
+
+    `motion_adapter`: an AnimateDiff `MotionAdapter` folder whose motion modules are
+    added (its config sets the motion fields, as `UNetMotionModel.from_unet2d` does).
+    `overrides` set UNetConfig fields (e.g. dtype, remat)."""
+    raw_config = read_diffusers_config(folder, component="unet")
+    if raw_config.get("_class_name") == "MotionAdapter":
+        raise ValueError(f"{folder} holds a MotionAdapter: pass it as motion_adapter= with "
+                         f"the U-Net folder")
+    config = UNetConfig.from_diffusers_config(raw_config,
+                                              source=os.path.join(folder, "config.json"))
+    state_dict = load_diffusers_weights(folder, component="unet", variant=variant)
+    if motion_adapter is not None:
+        adapter_config = read_diffusers_config(motion_adapter, component="motion adapter")
+        config = _with_motion_adapter(config, adapter_config,
+                                      os.path.join(motion_adapter, "config.json"))
+        adapter_state = load_diffusers_weights(motion_adapter, component="motion adapter",
+                                               variant=variant)
+        clashes = sorted(set(adapter_state) & set(state_dict))
+        if clashes:
+            raise ValueError(f"{motion_adapter}: keys also in the U-Net {folder}: "
+                             f"{clashes[:5]}")
+        state_dict.update(adapter_state)
+    if overrides:
+        config = dataclasses.replace(config, **overrides)
+    return config, state_dict
+
+
+def _with_motion_adapter(config: UNetConfig, adapter: Mapping[str, Any],
+                         source: str) -> UNetConfig:
+    """`config` with the motion modules of a diffusers `MotionAdapter` config."""
+    if adapter.get("_class_name", "MotionAdapter") != "MotionAdapter":
+        raise ValueError(f"{source}: _class_name is {adapter['_class_name']!r}, expected "
+                         f"'MotionAdapter'")
+    checks = {
+        "block_out_channels": lambda v: tuple(v) == config.block_out_channels,
+        "motion_layers_per_block": lambda v: v == config.layers_per_block,
+        "motion_mid_block_layers_per_block": lambda v: v == 1,
+        "motion_transformer_layers_per_mid_block": lambda v: v == adapter.get(
+            "motion_transformer_layers_per_block", 1),
+        "motion_transformer_layers_per_block": lambda v: isinstance(v, int),
+        "conv_in_channels": lambda v: v is None,
+    }
+    for name, ok in checks.items():
+        if name in adapter and not ok(adapter[name]):
+            raise ValueError(f"{source}: unsupported {name}={adapter[name]!r} for this U-Net")
+    heads = adapter.get("motion_num_attention_heads", 8)
+    return dataclasses.replace(
+        config, motion_modules=True,
+        motion_num_attention_heads=tuple(heads) if isinstance(heads, list) else heads,
+        motion_max_seq_length=adapter.get("motion_max_seq_length", 32),
+        motion_transformer_layers=adapter.get("motion_transformer_layers_per_block", 1),
+        # UNetMotionModel.from_unet2d builds the motion modules with the U-Net's groups
+        # (the adapter's motion_norm_num_groups is not used there either).
+        motion_norm_num_groups=config.norm_num_groups,
+        use_motion_mid_block=adapter.get("use_motion_mid_block", True))
+
