@@ -16,7 +16,7 @@ from diffusers.models.embeddings import SinusoidalPositionalEmbedding as TorchSi
 from flax import nnx
 
 from t4a_jax.models.attention import Attention
-from t4a_jax.models.mvdream import (PROCESSOR_RENAMES, Buffer, CameraEmbedding,
+from t4a_jax.models.mvdream import (PROCESSOR_RENAMES, CameraEmbedding,
                                     ImageProjection, IPAdapterCrossAttention,
                                     MultiViewI2VAttention, SpatioTemporalAttention,
                                     sine_position_encoding_2d, sinusoidal_table)
@@ -123,6 +123,19 @@ def test_single_view_without_i2v_is_plain_self_attention():
     np.testing.assert_allclose(m(x, num_views=1, num_frames=1, i2v=False), plain(x),
                                atol=1e-6)
 
+    # Built without the adapter (MVDream alone): no i2v parameters, the same attention.
+    mv = MultiViewI2VAttention(C, heads=HEADS, head_dim=HEAD_DIM, use_i2v=False,
+                               rngs=nnx.Rngs(0))
+    names = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(mv, nnx.Param))}
+    assert names == {"to_q.kernel", "to_k.kernel", "to_v.kernel", "to_out.0.kernel",
+                     "to_out.0.bias"}
+    nnx.update(mv, nnx.state(plain, nnx.Param))
+    y = RNG.normal(size=(2 * 3, 5, C)).astype(np.float32)             # 2 views, 3 frames
+    np.testing.assert_allclose(mv(y, num_views=2, num_frames=3),
+                               m(y, num_views=2, num_frames=3, i2v=False), atol=1e-6)
+    with pytest.raises(ValueError, match="use_i2v=False"):
+        mv(y, num_views=2, num_frames=3, i2v=True)
+
 
 # ------------------------------------------------------------------------ IP-Adapter
 
@@ -205,7 +218,7 @@ def _np_spatiotemporal(m: SpatioTemporalAttention, x: np.ndarray, n: int) -> np.
 
     # Temporal: the sinusoidal table added per frame; for each (b, n, h, w) the f frames
     # attend to each other.
-    t = xs + np.asarray(m.time_pos_embed.pe[...], np.float64)[0, :f, None, None, :]
+    t = xs + m.time_pos_embed.table[0, :f, None, None, :]
     q, k, v = (heads(_lin(t, lin)) for lin in (m.to_q, m.to_k, m.to_v))
     p = _softmax(np.einsum("bnfhwzd,bnghwzd->bnhwzfg", q, k) * scale, (-1,))
     temporal = _lin(merge(np.einsum("bnhwzfg,bnghwzd->bnfhwzd", p, v)), m.to_out[0])
@@ -248,12 +261,17 @@ def test_spatiotemporal_attention_matches_reference():
     np.testing.assert_allclose(jitted(state, x), _np_spatiotemporal(m, x, n), atol=ATOL)
 
 
-def test_time_table_is_a_buffer_not_a_parameter():
+def test_time_table_is_a_constant_not_state():
     m = SpatioTemporalAttention(C, heads=HEADS, head_dim=HEAD_DIM, rngs=nnx.Rngs(0))
-    params = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(m, nnx.Param))}
-    assert "time_pos_embed.pe" not in params and "alpha_blender.mix_factor" in params
-    buffers = dict(nnx.to_flat_state(nnx.state(m, Buffer)))
-    assert buffers[("time_pos_embed", "pe")][...].shape == (1, 32, C)
+    state = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(m))}
+    assert "alpha_blender.mix_factor" in state
+    assert not [name for name in state if "time_pos_embed" in name]
+    assert m.time_pos_embed.table.shape == (1, 32, C)
+    # Built abstractly (as converters do), the table is still there.
+    abstract = nnx.eval_shape(lambda: SpatioTemporalAttention(C, heads=HEADS,
+                                                               head_dim=HEAD_DIM,
+                                                               rngs=nnx.Rngs(0)))
+    np.testing.assert_array_equal(abstract.time_pos_embed.table, m.time_pos_embed.table)
 
 
 # ------------------------------------------------------------------------- conversion
@@ -301,12 +319,12 @@ def test_reference_key_names_convert(keys, build):
     sd = _synthetic(keys)
     pe_keys = [k for k in sd if k.endswith("time_pos_embed.pe")]
     if pe_keys:
-        # The position table is a Buffer, not a parameter: left in, it is an unused key;
-        # a converter checks it against the module's table and takes it out.
+        # The position table is a constant, not a parameter: left in, it is an unused
+        # key; a converter checks it against the module's table and takes it out.
         with pytest.raises(ConversionError, match="time_pos_embed.pe"):
             convert_state_dict(sd, module, renames=PROCESSOR_RENAMES)
     for key in pe_keys:
-        np.testing.assert_allclose(sd.pop(key), module.time_pos_embed.pe[...], atol=1e-6)
+        np.testing.assert_allclose(sd.pop(key), module.time_pos_embed.table, atol=1e-6)
     report = convert_state_dict(sd, module, renames=PROCESSOR_RENAMES)
     assert set(report.consumed) == set(sd)
     params = dict(nnx.to_flat_state(nnx.state(module, nnx.Param)))

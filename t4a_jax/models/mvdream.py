@@ -23,9 +23,11 @@ here they sit directly on the module, so a converter maps them with the renames
     attn2.processor.to_k_ip.0.weight         -> attn2.to_k_ip.0.kernel
     attn1.processor.alpha_blender.mix_factor -> attn1.alpha_blender.mix_factor
 
-`time_pos_embed.pe` is a deterministic table kept as a `Buffer` (not an `nnx.Param`, so
-it is neither trained nor filled by `convert_state_dict`): a converter takes those keys
-out of the state dict and checks them against the module's table.
+`time_pos_embed.pe` is a deterministic table (`SinusoidalPositionalEmbedding.table`), a
+constant of the module rather than state, like the AnimateDiff table of
+`transformer.TemporalSelfAttention`: it is never trained, never saved, and cannot be
+left unfilled by a model built abstractly (`nnx.eval_shape`). A converter takes those
+keys out of the state dict and checks them against the module's table.
 
 Facts not fixed by the DESIGN page come from the released Animate3D code
 (github.com/yanqinJiang/Animate3D, commit 443da6f,
@@ -43,15 +45,11 @@ import numpy as np
 from flax import nnx
 
 from t4a_jax.models.attention import Attention, attend
+from t4a_jax.models.transformer import sinusoidal_table
 
 # Checkpoint key renames: processor-held weights become attributes of the module.
 PROCESSOR_RENAMES: tuple[tuple[str, str], ...] = ((r"\.processor\.", "."),
                                                   (r"^processor\.", ""))
-
-
-class Buffer(nnx.Variable):
-    """A constant array stored with the module (saved and restored with it), never
-    trained and never filled from a checkpoint by `convert_state_dict`."""
 
 
 # ----------------------------------------------------------------------------- camera
@@ -111,21 +109,32 @@ class MultiViewI2VAttention(Attention):
     views) and repeats it over frames; its query is `to_q_i2v` of the same multi-view
     tokens, and `to_out_i2v(i2v)` is added before `attn.to_out`. With num_views=1,
     num_frames=1 and i2v=False this is plain self-attention.
+
+    `use_i2v=False` builds MVDream's multi-view attention alone (no adapter parameters).
     """
 
-    def __init__(self, query_dim: int, *, heads: int, head_dim: int, dtype=jnp.float32,
-                 implementation: str | None = None, rngs: nnx.Rngs):
+    def __init__(self, query_dim: int, *, heads: int, head_dim: int, use_i2v: bool = True,
+                 dtype=jnp.float32, implementation: str | None = None, rngs: nnx.Rngs):
         super().__init__(query_dim, heads=heads, head_dim=head_dim, dtype=dtype,
                          implementation=implementation, rngs=rngs)
         inner = heads * head_dim
-        self.to_q_i2v = nnx.Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
-        self.to_q_i2v.kernel[...] = self.to_q.kernel[...]
-        self.to_out_i2v = nnx.Linear(inner, inner, dtype=dtype,
-                                     kernel_init=nnx.initializers.zeros, rngs=rngs)
+        if use_i2v:
+            self.to_q_i2v = nnx.Linear(query_dim, inner, use_bias=False, dtype=dtype,
+                                       rngs=rngs)
+            self.to_q_i2v.kernel[...] = self.to_q.kernel[...]
+            self.to_out_i2v = nnx.Linear(inner, inner, dtype=dtype,
+                                         kernel_init=nnx.initializers.zeros, rngs=rngs)
+        else:
+            self.to_q_i2v = self.to_out_i2v = None
 
     def __call__(self, x: jax.Array, *, num_views: int, num_frames: int,
-                 i2v: bool = True) -> jax.Array:
-        """x [(b n f), l, c] with the batch ordered (object, view, frame) -> same shape."""
+                 i2v: bool | None = None) -> jax.Array:
+        """x [(b n f), l, c] with the batch ordered (object, view, frame) -> same shape.
+        `i2v`: run the I2V branch (default: when the module has one)."""
+        if i2v is None:
+            i2v = self.to_q_i2v is not None
+        elif i2v and self.to_q_i2v is None:
+            raise ValueError("MultiViewI2VAttention: i2v=True, but built with use_i2v=False")
         t = views_to_frames(x, num_views, num_frames)
         k, v = self.to_k(t), self.to_v(t)
         out = attend(self.to_q(t), k, v, self.heads, implementation=self.implementation)
@@ -205,18 +214,6 @@ class IPAdapterCrossAttention(Attention):
 # ------------------------------------------------------------ spatio-temporal (motion)
 
 
-def sinusoidal_table(length: int, dim: int) -> np.ndarray:
-    """The 1-D sinusoidal position table [length, dim] (diffusers'
-    `SinusoidalPositionalEmbedding`): for position p and i < dim/2,
-        table[p, 2i] = sin(p / 10000^(2i/dim)),  table[p, 2i+1] = cos(p / 10000^(2i/dim))."""
-    position = np.arange(length, dtype=np.float64)[:, None]
-    freq = np.exp(np.arange(0, dim, 2) * (-math.log(10000.0) / dim))
-    table = np.zeros((length, dim))
-    table[:, 0::2] = np.sin(position * freq)
-    table[:, 1::2] = np.cos(position * freq)
-    return table
-
-
 def sine_position_encoding_2d(height: int, width: int, dim: int, *,
                               temperature: float = 10000.0, eps: float = 1e-6,
                               scale: float = 2 * math.pi) -> np.ndarray:
@@ -243,14 +240,20 @@ def sine_position_encoding_2d(height: int, width: int, dim: int, *,
 
 
 class SinusoidalPositionalEmbedding(nnx.Module):
-    """Holds the temporal position table `pe` [1, max_len, dim] (a `Buffer`); calling it
-    adds `pe[:, :L]` to tokens [N, L, dim]."""
+    """The temporal position table of Animate3D's `time_pos_embed` (no state): `table`
+    [1, max_len, dim] is `transformer.sinusoidal_table`, the checkpoint buffer `pe`;
+    calling it adds `table[:, :L]` to tokens [N, L, dim] (L <= max_len)."""
 
     def __init__(self, dim: int, max_len: int = 32):
-        self.pe = Buffer(jnp.asarray(sinusoidal_table(max_len, dim)[None], jnp.float32))
+        self.dim = dim
+        self.max_len = max_len
+
+    @property
+    def table(self) -> np.ndarray:
+        return sinusoidal_table(self.max_len, self.dim)[None]
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x + self.pe[:, :x.shape[1]].astype(x.dtype)
+        return x + jnp.asarray(self.table[:, :x.shape[1]], x.dtype)
 
 
 class AlphaBlender(nnx.Module):

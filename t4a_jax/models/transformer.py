@@ -14,8 +14,8 @@ layer is any module `attn(x, cond) -> x` that keeps the shape of `x`. Here:
 `SelfAttention` and `CrossAttention` on spatial tokens [N*F, H*W, C] and
 `TemporalSelfAttention` on [N, F, H, W, C] (it sees the whole video, so a
 spatio-temporal replacement can add its spatial branch). Multi-view attention regroups
-tokens with `cond.num_views` / `cond.num_frames`; IP-Adapter image tokens become a field
-of `Conditioning`.
+tokens with `cond.num_views` / `cond.num_frames`; IP-Adapter image tokens are
+`cond.ip_tokens` (see `unet_blocks.AttentionFactory` for which layer is used where).
 """
 
 from __future__ import annotations
@@ -39,16 +39,19 @@ class Conditioning:
     """What every U-Net layer sees besides its feature map (a pytree; the ints are
     static).
 
-    temb:       [N*F, T] time embedding, repeated over frames.
+    temb:       [N*F, T] time embedding (+ camera embedding), repeated over frames.
     context:    [N*F, L, D] text tokens for cross-attention, repeated over frames.
     num_views:  V, object-views are consecutive in N = B*V.
     num_frames: F.
+    ip_tokens:  [N*F, K, D] IP-Adapter image tokens repeated over frames, or None when the
+                U-Net has no IP-Adapter.
     """
 
     temb: jax.Array
     context: jax.Array
     num_views: int = struct.field(pytree_node=False)
     num_frames: int = struct.field(pytree_node=False)
+    ip_tokens: jax.Array | None = None
 
 
 class SelfAttention(Attention):
@@ -66,7 +69,7 @@ class CrossAttention(Attention):
 
 
 def sinusoidal_table(length: int, dim: int) -> np.ndarray:
-    """The motion modules' 1-D position table [length, dim] (float32): interleaved
+    """The motion modules' 1-D position table [length, dim] in float64: interleaved
     sin/cos, `pe[p, 2i] = sin(p / 10000^(2i/dim))`, `pe[p, 2i+1] = cos(...)`. Equals
     diffusers' `SinusoidalPositionalEmbedding.pe[0]`, AnimateDiff's `pos_encoder.pe[0]`
     and Animate3D's `time_pos_embed.pe[0]` (max length 32)."""
@@ -75,7 +78,7 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
     table = np.zeros((length, dim), np.float64)
     table[:, 0::2] = np.sin(position * div)
     table[:, 1::2] = np.cos(position * div)
-    return table.astype(np.float32)
+    return table
 
 
 class TemporalSelfAttention(Attention):

@@ -1,33 +1,43 @@
-"""The Stable Diffusion 1.5 U-Net (diffusers `UNet2DConditionModel`) with optional
-AnimateDiff motion modules (diffusers `UNetMotionModel`), in Flax NNX, channels-last.
+"""The Stage One U-Net in Flax NNX, channels-last: one class that is, as its config
+switches parts on, the Stable Diffusion 1.5 U-Net (diffusers `UNet2DConditionModel`),
+the AnimateDiff U-Net (`motion_modules`, diffusers `UNetMotionModel`) or the full MV-VDM
+of Animate3D (`configs/unet.py:mvvdm`): MVDream camera embedding and multi-view
+self-attention, the MV2V (I2V) adapter, IP-Adapter image prompts and spatio-temporal
+motion modules (the parts are in `mvdream.py`).
 
-    unet = UNet(UNetConfig(motion_modules=True), rngs=nnx.Rngs(0))
-    eps = unet(sample, timesteps, text_tokens, num_views=4)       # [B*V, F, H, W, 4]
-    eps, feats = unet(sample, timesteps, text_tokens, num_views=4,
-                      capture=("up_blocks.1.motion_modules.2",))  # feats[name]: [B*V, F, h, w, c]
+    unet = UNet(UNetConfig.from_config_dict(get_config("mvvdm")), rngs=nnx.Rngs(0))
+    eps = unet(sample, timesteps, text_tokens, cameras=cameras, image_embeds=clip_image,
+               num_views=4)                                       # [B*V, F, H, W, 4]
+    eps, feats = unet(..., capture=("up_blocks.1.motion_modules.2",))
+                                                        # feats[name]: [B*V, F, h, w, c]
 
 Shapes: `sample` [N, F, H, W, C_in] with N = B*V object-views (views of one object are
-consecutive) and F frames (F = 1 for an image U-Net); `timesteps` [N]; text tokens
-[N, L, D], one sequence per object-view, repeated over frames inside. 2-D layers fold
-frames into the batch, `(b v f) h w c`; motion modules attend along F.
+consecutive) and F frames (F = 1 for an image U-Net; frame 0 is the condition when
+`use_i2v`); `timesteps` [N]; text tokens [N, L, D], one sequence per object-view,
+repeated over frames inside; `cameras` [N, 16] (flattened camera-to-world matrices) and
+`image_embeds` [N, image_embed_dim] (CLIP image embeddings, zeros for the unconditional
+branch of guidance) where the config has those parts. 2-D layers fold frames into the
+batch, `(b v f) h w c`; motion modules attend along F.
 
 Attribute names mirror diffusers (`conv_in`, `time_embedding.linear_1`,
 `down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q`,
-`up_blocks.1.motion_modules.2.proj_out`, ...), so `tools/convert_weights/unet.py` maps
-checkpoints mechanically. Stages live in `unet_blocks.py`, token mixers in
-`transformer.py`.
+`up_blocks.1.motion_modules.2.proj_out`, `camera_embedding.linear_1`, `image_proj.proj`,
+...), so `tools/convert_weights/unet.py` maps checkpoints mechanically. Stages live in
+`unet_blocks.py`, token mixers in `transformer.py`. Training freezes all but the I2V
+adapter and the motion modules: `trainable_filter`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from t4a_jax.models.mvdream import CameraEmbedding, ImageProjection
 from t4a_jax.models.transformer import Conditioning
 from t4a_jax.models.unet_blocks import AttentionFactory, DownBlock, MidBlock, UpBlock
 
@@ -35,6 +45,7 @@ CROSS_DOWN, PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 CROSS_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
 _MOTION_BLOCK_NAMES = {"CrossAttnDownBlockMotion": CROSS_DOWN, "DownBlockMotion": PLAIN_DOWN,
                        "CrossAttnUpBlockMotion": CROSS_UP, "UpBlockMotion": PLAIN_UP}
+CAMERA_DIM = 16  # a flattened 4x4 camera-to-world matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +59,17 @@ class UNetConfig:
     `use_motion_mid_block`), each GroupNorm(motion_norm_num_groups, motion_norm_eps) ->
     Linear -> `motion_transformer_layers` blocks -> Linear. Frames per call may not exceed
     `motion_max_seq_length` (the position table's length).
+
+    MV-VDM parts (all off by default):
+    - `use_camera_embedding`: MVDream's camera MLP `camera_embedding` (16 -> T -> T, T =
+      4 * block_out_channels[0]) added to the time embedding, once per object-view.
+    - `multiview_attention`: every spatial `attn1` attends across the views of a frame.
+    - `use_i2v`: the MV2V adapter (`to_q_i2v`, `to_out_i2v`) in every spatial `attn1`.
+    - `use_ip_adapter`: `image_proj` (image_embed_dim -> ip_num_tokens tokens of
+      cross_attention_dim) and `to_k_ip`/`to_v_ip` in every spatial `attn2`, weighted by
+      `ip_scale`.
+    - `spatio_temporal`: Animate3D's `SpatioTemporalAttention` for both attentions of
+      every motion module (needs `motion_modules` and channels divisible by 4).
 
     `dtype` is the compute dtype (parameters stay float32); `remat` rematerialises each
     down/mid/up stage in the backward pass; `attention_implementation` is passed to
@@ -74,6 +96,14 @@ class UNetConfig:
     motion_norm_num_groups: int = 32
     motion_norm_eps: float = 1e-6
     use_motion_mid_block: bool = True
+    use_camera_embedding: bool = False
+    multiview_attention: bool = False
+    use_i2v: bool = False
+    use_ip_adapter: bool = False
+    image_embed_dim: int = 1024
+    ip_num_tokens: int = 4
+    ip_scale: float = 1.0
+    spatio_temporal: bool = False
     dtype: Any = jnp.float32
     remat: bool = False
     attention_implementation: str | None = None
@@ -90,6 +120,8 @@ class UNetConfig:
             if not isinstance(value, int) and len(value) != levels:
                 raise ValueError(f"UNetConfig: {name}={value} needs one entry per block "
                                  f"({levels})")
+        if self.spatio_temporal and not self.motion_modules:
+            raise ValueError("UNetConfig: spatio_temporal needs motion_modules=True")
         known = {CROSS_DOWN, PLAIN_DOWN}, {CROSS_UP, PLAIN_UP}
         for name, allowed in zip(("down_block_types", "up_block_types"), known):
             unknown = set(getattr(self, name)) - allowed
@@ -106,6 +138,9 @@ class UNetConfig:
                 if channels % divisor:
                     raise ValueError(f"UNetConfig: block {i} has {channels} channels, not a "
                                      f"multiple of {name}={divisor}")
+            if self.spatio_temporal and channels % 4:
+                raise ValueError(f"UNetConfig: block {i} has {channels} channels; "
+                                 f"spatio_temporal's 2-D sine encoding needs a multiple of 4")
 
     @property
     def heads(self) -> tuple[int, ...]:
@@ -192,6 +227,20 @@ class UNetConfig:
                 use_motion_mid_block=get("use_motion_mid_block", True),
             )
         return cls(**{**fields, **overrides})
+
+
+def is_trainable(path: Sequence[str | int] | str) -> bool:
+    """Whether the parameter at `path` (an NNX path tuple or a dotted name) is trained in
+    Stage One: the MV2V adapter (`to_q_i2v`, `to_out_i2v`) and everything in the motion
+    modules. The rest (the SD/MVDream U-Net with its multi-view attention, the camera
+    MLP, the IP-Adapter) is frozen, as in the paper."""
+    parts = path.split(".") if isinstance(path, str) else [str(p) for p in path]
+    return bool({"motion_modules", "to_q_i2v", "to_out_i2v"} & set(parts))
+
+
+# The NNX filter of the trainable parameters, for `nnx.Optimizer(wrt=...)`, `nnx.state`
+# or `nnx.split(model, trainable_filter, ...)`.
+trainable_filter = nnx.All(nnx.Param, lambda path, _: is_trainable(path))
 
 
 def _int(value: Any) -> bool:
@@ -283,14 +332,13 @@ class TimestepEmbedding(nnx.Module):
 class UNet(nnx.Module):
     """The noise-prediction U-Net (see the module docstring for the call contract).
 
-    `attention_factory` builds every attention layer; a subclass sets it to a
-    `unet_blocks.AttentionFactory` subclass to swap attn1/attn2/temporal attention."""
-
-    attention_factory: ClassVar[type[AttentionFactory]] = AttentionFactory
+    The config alone decides the parts (`unet_blocks.AttentionFactory` picks every
+    attention layer from it), so `t4a_jax.models.load` rebuilds any variant from its
+    `config.json`."""
 
     def __init__(self, config: UNetConfig, *, rngs: nnx.Rngs):
         self.config = config
-        attention = self.attention_factory(config)
+        attention = AttentionFactory(config)
         channels = config.block_out_channels
         levels = len(channels)
         dtype = config.dtype
@@ -302,6 +350,12 @@ class UNet(nnx.Module):
                                    freq_shift=config.freq_shift)
         self.time_embedding = TimestepEmbedding(channels[0], config.temb_channels, dtype=dtype,
                                                 rngs=rngs)
+        self.camera_embedding = (CameraEmbedding(CAMERA_DIM, config.temb_channels, dtype=dtype,
+                                                 rngs=rngs)
+                                 if config.use_camera_embedding else None)
+        self.image_proj = (ImageProjection(config.image_embed_dim, config.cross_attention_dim,
+                                           config.ip_num_tokens, dtype=dtype, rngs=rngs)
+                           if config.use_ip_adapter else None)
         skip_channels = [channels[0]]   # channels of every skip tensor, in push order
         down_blocks = []
         for i, block_type in enumerate(config.down_block_types):
@@ -341,21 +395,21 @@ class UNet(nnx.Module):
                                     for name in stage.feature_names())
 
     def __call__(self, sample: jax.Array, timesteps: jax.Array,
-                 encoder_hidden_states: jax.Array, *, num_views: int = 1,
+                 encoder_hidden_states: jax.Array, *, cameras: jax.Array | None = None,
+                 image_embeds: jax.Array | None = None, num_views: int = 1,
                  capture: Sequence[str] = (),
                  ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
         """sample [N, F, H, W, C_in], timesteps [N] (or a scalar), encoder_hidden_states
-        [N, L, D] -> noise prediction [N, F, H, W, C_out] in `sample`'s dtype; with
-        `capture`, also {name: output of that layer [N, F, h, w, c]} from the same pass."""
-        config = self.config
+        [N, L, D], cameras [N, 16] (iff `use_camera_embedding`), image_embeds
+        [N, image_embed_dim] (iff `use_ip_adapter`; zeros for the unconditional branch),
+        N = B * num_views -> noise prediction [N, F, H, W, C_out] in `sample`'s dtype;
+        with `capture`, also {name: output of that layer [N, F, h, w, c]} from the same
+        pass."""
         capture = self._check_capture(capture)
-        n, f, h, w = self._check_inputs(sample, timesteps, encoder_hidden_states, num_views)
-        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (n,))
-
-        temb = self.time_embedding(self.time_proj(timesteps).astype(config.dtype))
-        cond = Conditioning(temb=jnp.repeat(temb, f, axis=0),
-                            context=jnp.repeat(encoder_hidden_states, f, axis=0),
-                            num_views=num_views, num_frames=f)
+        n, f, h, w = self._check_inputs(sample, timesteps, encoder_hidden_states, cameras,
+                                        image_embeds, num_views)
+        cond = self.conditioning(timesteps, encoder_hidden_states, f, cameras=cameras,
+                                 image_embeds=image_embeds, num_views=num_views)
         x = self.conv_in(sample.reshape(n * f, h, w, sample.shape[-1]))
         features = {"conv_in": x} if "conv_in" in capture else {}
 
@@ -374,6 +428,28 @@ class UNet(nnx.Module):
         if not capture:
             return out
         return out, {name: v.reshape(n, f, *v.shape[1:]) for name, v in features.items()}
+
+    def conditioning(self, timesteps: jax.Array, encoder_hidden_states: jax.Array,
+                     num_frames: int, *, cameras: jax.Array | None = None,
+                     image_embeds: jax.Array | None = None, num_views: int = 1,
+                     ) -> Conditioning:
+        """What every layer sees besides its feature map, for N object-views of
+        `num_frames` frames (arguments as in `__call__`): the time embedding [N, T] plus
+        the camera embedding (once per object-view), the text tokens and the IP-Adapter
+        image tokens, each repeated over the frames of its object-view."""
+        dtype = self.config.dtype
+        n = encoder_hidden_states.shape[0]
+        timesteps = jnp.broadcast_to(jnp.asarray(timesteps), (n,))
+        temb = self.time_embedding(self.time_proj(timesteps).astype(dtype))
+        if self.camera_embedding is not None:
+            temb = temb + self.camera_embedding(cameras.astype(dtype))
+        ip_tokens = None
+        if self.image_proj is not None:
+            ip_tokens = jnp.repeat(self.image_proj(image_embeds.astype(dtype)), num_frames,
+                                   axis=0)
+        return Conditioning(temb=jnp.repeat(temb, num_frames, axis=0),
+                            context=jnp.repeat(encoder_hidden_states, num_frames, axis=0),
+                            num_views=num_views, num_frames=num_frames, ip_tokens=ip_tokens)
 
     def _stage(self, stage: nnx.Module, prefix: str, capture: frozenset[str],
                features: dict[str, jax.Array], *args: Any) -> Any:
@@ -399,7 +475,8 @@ class UNet(nnx.Module):
         return frozenset(capture)
 
     def _check_inputs(self, sample: jax.Array, timesteps: jax.Array,
-                      encoder_hidden_states: jax.Array, num_views: int,
+                      encoder_hidden_states: jax.Array, cameras: jax.Array | None,
+                      image_embeds: jax.Array | None, num_views: int,
                       ) -> tuple[int, int, int, int]:
         config = self.config
         if sample.ndim != 5 or sample.shape[-1] != config.in_channels:
@@ -422,4 +499,14 @@ class UNet(nnx.Module):
                 or (encoder_hidden_states.shape[0], encoder_hidden_states.shape[2]) != expected):
             raise ValueError(f"UNet: encoder_hidden_states must be [{n}, L, "
                              f"{config.cross_attention_dim}], got {encoder_hidden_states.shape}")
+        extras = (("cameras", cameras, "use_camera_embedding", CAMERA_DIM),
+                  ("image_embeds", image_embeds, "use_ip_adapter", config.image_embed_dim))
+        for name, value, switch, dim in extras:
+            if getattr(config, switch) and value is None:
+                raise ValueError(f"UNet: the config has {switch}=True, so {name} "
+                                 f"[{n}, {dim}] is required")
+            if value is not None and not getattr(config, switch):
+                raise ValueError(f"UNet: {name} given, but the config has {switch}=False")
+            if value is not None and jnp.shape(value) != (n, dim):
+                raise ValueError(f"UNet: {name} must be [{n}, {dim}], got {jnp.shape(value)}")
         return n, f, h, w

@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from t4a_jax.models.mvdream import (IPAdapterCrossAttention, MultiViewI2VAttention,
+                                    SpatioTemporalAttention)
 from t4a_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from t4a_jax.models.transformer import (BasicTransformerBlock, Conditioning, CrossAttention,
                                         MotionModule, SelfAttention, TemporalSelfAttention,
@@ -34,13 +36,15 @@ Features = dict[str, jax.Array]
 
 
 class AttentionFactory:
-    """Builds the attention layers of a U-Net for `config`.
+    """Builds the attention layers of a U-Net as its config asks.
 
-    Each method returns a module `attn(x, cond) -> x` (see `transformer.py`). Variants
-    subclass this and override one method: MVDream multi-view and the MV2V i2v branch
-    replace `spatial_self`, IP-Adapter replaces `cross`, Animate3D's spatio-temporal
-    attention replaces `temporal`; a U-Net subclass names its factory in
-    `UNet.attention_factory`."""
+    Each method returns a module `attn(x, cond) -> x` (see `transformer.py`); a plain SD
+    or AnimateDiff U-Net gets `SelfAttention`, `CrossAttention` and
+    `TemporalSelfAttention`, and each MV-VDM switch of `UNetConfig` swaps one of them:
+    - spatial `attn1`: `MultiViewSelfAttention` (`multiview_attention`, `use_i2v`);
+    - spatial `attn2`: `ImagePromptCrossAttention` (`use_ip_adapter`);
+    - motion `attn1`/`attn2`: `MotionSpatioTemporalAttention` (`spatio_temporal`).
+    """
 
     def __init__(self, config: UNetConfig):
         self.config = config
@@ -51,16 +55,61 @@ class AttentionFactory:
 
     def spatial_self(self, dim: int, heads: int, *, rngs: nnx.Rngs) -> nnx.Module:
         """`attn1` of a spatial transformer block, tokens [N*F, H*W, dim]."""
+        config = self.config
+        if config.multiview_attention or config.use_i2v:
+            return MultiViewSelfAttention(dim, multiview=config.multiview_attention,
+                                          use_i2v=config.use_i2v, **self._kwargs(dim, heads),
+                                          rngs=rngs)
         return SelfAttention(dim, **self._kwargs(dim, heads), rngs=rngs)
 
     def cross(self, dim: int, heads: int, *, rngs: nnx.Rngs) -> nnx.Module:
         """`attn2` of a spatial transformer block (to the text tokens)."""
-        return CrossAttention(dim, cross_dim=self.config.cross_attention_dim,
+        config = self.config
+        if config.use_ip_adapter:
+            return ImagePromptCrossAttention(dim, cross_dim=config.cross_attention_dim,
+                                             ip_scale=config.ip_scale,
+                                             **self._kwargs(dim, heads), rngs=rngs)
+        return CrossAttention(dim, cross_dim=config.cross_attention_dim,
                               **self._kwargs(dim, heads), rngs=rngs)
 
     def temporal(self, dim: int, heads: int, *, rngs: nnx.Rngs) -> nnx.Module:
         """`attn1` and `attn2` of a motion module block, x [N, F, H, W, dim]."""
+        if self.config.spatio_temporal:
+            return MotionSpatioTemporalAttention(
+                dim, max_frames=self.config.motion_max_seq_length,
+                **self._kwargs(dim, heads), rngs=rngs)
         return TemporalSelfAttention(dim, **self._kwargs(dim, heads), rngs=rngs)
+
+
+class MultiViewSelfAttention(MultiViewI2VAttention):
+    """Spatial `attn1` of the MV-VDM on tokens [N*F, H*W, C] (`mvdream.MultiViewI2VAttention`
+    called with the layer contract): with `multiview` each frame attends across the
+    `cond.num_views` views of its object, otherwise each image alone; with the I2V
+    branch (built when `use_i2v`) frame 0 is the condition."""
+
+    def __init__(self, dim: int, *, multiview: bool, **kwargs: Any):
+        super().__init__(dim, **kwargs)
+        self.multiview = multiview
+
+    def __call__(self, x: jax.Array, cond: Conditioning) -> jax.Array:
+        return super().__call__(x, num_views=cond.num_views if self.multiview else 1,
+                                num_frames=cond.num_frames)
+
+
+class ImagePromptCrossAttention(IPAdapterCrossAttention):
+    """Spatial `attn2` with IP-Adapter's decoupled image attention to `cond.ip_tokens`
+    (`mvdream.IPAdapterCrossAttention` called with the layer contract)."""
+
+    def __call__(self, x: jax.Array, cond: Conditioning) -> jax.Array:
+        return super().__call__(x, cond.context, cond.ip_tokens)
+
+
+class MotionSpatioTemporalAttention(SpatioTemporalAttention):
+    """Motion module `attn1`/`attn2` of Animate3D on x [N, F, H, W, C]
+    (`mvdream.SpatioTemporalAttention` called with the layer contract)."""
+
+    def __call__(self, x: jax.Array, cond: Conditioning) -> jax.Array:
+        return super().__call__(x, num_views=cond.num_views)
 
 
 def spatial_transformer(config: UNetConfig, channels: int, heads: int,

@@ -1,41 +1,51 @@
 """diffusers U-Net checkpoints -> `t4a_jax.models.unet.UNet`.
 
-Sources: a `UNet2DConditionModel` state dict (SD1.5), a `UNetMotionModel` state dict, or
-the union of a U-Net and an AnimateDiff `MotionAdapter` state dict (the adapter's keys
+Sources: a `UNet2DConditionModel` state dict (SD1.5), a `UNetMotionModel` state dict, the
+union of a U-Net and an AnimateDiff `MotionAdapter` state dict (the adapter's keys
 `down_blocks.i.motion_modules.j.*`, `mid_block.motion_modules.0.*`,
-`up_blocks.i.motion_modules.j.*` are `UNetMotionModel`'s).
+`up_blocks.i.motion_modules.j.*` are `UNetMotionModel`'s), or the MV-VDM's keys (those of
+`reference/animate3d_full_unet_keys.json`, assembled from its three checkpoints by
+`animate3d.py`).
 
-Rename table: empty. The NNX U-Net mirrors diffusers' names, so every parameter maps
-mechanically through `core.convert_state_dict` (`weight` -> `kernel`/`scale`, Linear
-[out, in] -> [in, out], conv OIHW -> HWIO).
+Renames (`UNET_RENAMES`): weights that diffusers keeps on attention processors
+(`attn1.processor.to_q_i2v.weight` -> `attn1.to_q_i2v`, `mvdream.PROCESSOR_RENAMES`) and
+the IP-Adapter image projection (`encoder_hid_proj.image_projection_layers.0.image_embeds`
+-> `image_proj.proj`, `ip_adapter.IMAGE_PROJ_RENAMES`). Otherwise the NNX U-Net mirrors
+diffusers' names, so every parameter maps mechanically through `core.convert_state_dict`
+(`weight` -> `kernel`/`scale`, Linear [out, in] -> [in, out], conv OIHW -> HWIO).
 
-Position tables: the motion modules' sinusoidal tables are constants of the NNX module
+Position tables: the motion modules' sinusoidal tables are constants of the NNX modules
 (`transformer.sinusoidal_table`), not parameters. Their checkpoint buffers,
 `<motion module>.transformer_blocks.k.pos_embed.pe` (diffusers) or
 `...transformer_blocks.k.attn{1,2}.processor.time_pos_embed.pe` (Animate3D), all [1, L, C],
-are consumed here after checking that L is `motion_max_seq_length` and that the values
-are the sinusoid; anything else raises `ConversionError` naming the key (a trained table
-would not load silently as a constant).
+are consumed here after checking them against the module's table (Animate3D's
+`time_pos_embed.table` of a spatio-temporal attention, else the temporal attention's
+sinusoid of length `motion_max_seq_length`); anything else raises `ConversionError`
+naming the key (a trained table would not load silently as a constant).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from t4a_jax.models.mvdream import PROCESSOR_RENAMES
 from t4a_jax.models.transformer import sinusoidal_table
 from t4a_jax.models.unet import UNet, UNetConfig
-from tools.convert_weights.core import ConversionError, ConversionReport, convert_state_dict
+from tools.convert_weights.core import (ConversionError, ConversionReport, convert_state_dict,
+                                        torch_key_to_path)
+from tools.convert_weights.ip_adapter import IMAGE_PROJ_RENAMES
 from tools.convert_weights.sources import load_diffusers_weights, read_diffusers_config
 
-UNET_RENAMES: tuple[tuple[str, str], ...] = ()
+UNET_RENAMES: tuple[tuple[str, str], ...] = PROCESSOR_RENAMES + IMAGE_PROJ_RENAMES
 
 POSITION_TABLE_KEY = re.compile(
     r"^(?P<block>.+\.motion_modules\.\d+\.transformer_blocks\.\d+)\."
@@ -44,25 +54,59 @@ _POSITION_TABLE_ATOL = 1e-5
 
 
 def convert_unet(state_dict: Mapping[str, np.ndarray], config: UNetConfig, *,
-                 source: str = "U-Net checkpoint") -> UNet:
+                 allow_missing: Iterable[str] = (), source: str = "U-Net checkpoint") -> UNet:
     """A `UNet` for `config` filled from a diffusers state dict (torch key -> numpy
-    array). Raises `ConversionError` naming every unused key, missing parameter, shape
-    mismatch and position table that is not the sinusoid.
+    array). Raises `ConversionError` naming every unused key, missing parameter (unless
+    matched by a regex of `allow_missing`), shape mismatch and position table that is
+    not the module's.
 
     The model is built abstractly (no random initialisation: converting SD1.5 does not
-    first draw 1.3e9 random numbers); every parameter is then filled from the checkpoint."""
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
+    first draw 1.3e9 random numbers); every parameter is then filled from the checkpoint.
+    Allowed-missing parameters are zero, which makes each MV-VDM addition start as a
+    no-op (`to_out_i2v`, `to_v_ip`, the camera MLP's `linear_2` and a motion module's
+    `proj_out` are then zero), except `to_q_i2v`, which copies its `to_q` as the model's
+    own initialisation does."""
+    return convert_unet_with_report(state_dict, config, allow_missing=allow_missing,
+                                    source=source)[0]
+
+
+def convert_unet_with_report(state_dict: Mapping[str, np.ndarray], config: UNetConfig, *,
+                             allow_missing: Iterable[str] = (),
+                             source: str = "U-Net checkpoint",
+                             ) -> tuple[UNet, ConversionReport]:
+    """`convert_unet` that also returns what was converted and what was let pass."""
+    graphdef, state = abstract_unet(config)
     model = nnx.merge(graphdef, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state))
-    convert_unet_into(state_dict, model, source=source)
+    report = convert_unet_into(state_dict, model, allow_missing=allow_missing, source=source)
+    params = nnx.state(model, nnx.Param)
+    flat = dict(nnx.to_flat_state(params))
+    for name in report.allowed_missing:
+        if name.endswith(".to_q_i2v.kernel"):
+            path = torch_key_to_path(name)
+            flat[path][...] = flat[path[:-2] + ("to_q", "kernel")][...]
+    nnx.update(model, params)
     nnx.update(model, jax.tree.map(jnp.asarray, nnx.state(model)))
-    return model
+    return model, report
+
+
+@functools.lru_cache(maxsize=4)
+def abstract_unet(config: UNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, state of `jax.ShapeDtypeStruct`s) of a `UNet` for `config`, built with
+    `nnx.eval_shape` and cached. Tracing the constructor takes time quadratic in the
+    number of parameters (every RNG-counter update in Flax's `Variable.set_value` asks a
+    tracer for `.sharding`, whose error message walks the whole trace): ~20-60 s on CPU
+    for any U-Net with SD1.5's topology, whatever its channel sizes."""
+    return nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
 
 
 def convert_unet_into(state_dict: Mapping[str, np.ndarray], model: UNet, *,
+                      allow_missing: Iterable[str] = (),
                       source: str = "U-Net checkpoint") -> ConversionReport:
-    """Load a diffusers U-Net state dict into an existing `model` in place."""
+    """Load a diffusers U-Net state dict into an existing `model` in place (parameters
+    matched by `allow_missing` keep their values)."""
     parameters, tables = _split_position_tables(state_dict, model, source)
-    report = convert_state_dict(parameters, model, renames=UNET_RENAMES, source=source)
+    report = convert_state_dict(parameters, model, renames=UNET_RENAMES,
+                                allow_missing=allow_missing, source=source)
     report.consumed.update(tables)
     return report
 
@@ -82,12 +126,11 @@ def _split_position_tables(state_dict: Mapping[str, np.ndarray], model: UNet, so
             rest[key] = value
             continue
         value = np.asarray(value, np.float32)
-        channels = value.shape[-1]
-        if value.shape != (1, length, channels):
-            problems.append(f"{key} {value.shape} (expected (1, {length}, C) for "
+        expected = _module_table(model, key, length, value.shape[-1])
+        if value.shape != expected.shape:
+            problems.append(f"{key} {value.shape} (expected {expected.shape} for "
                             f"motion_max_seq_length={length})")
-        elif not np.allclose(value[0], sinusoidal_table(length, channels), rtol=0,
-                             atol=_POSITION_TABLE_ATOL):
+        elif not np.allclose(value, expected, rtol=0, atol=_POSITION_TABLE_ATOL):
             problems.append(f"{key} is not the sinusoidal table (trained tables are not "
                             f"supported)")
         else:
@@ -96,6 +139,18 @@ def _split_position_tables(state_dict: Mapping[str, np.ndarray], model: UNet, so
         raise ConversionError(f"{source}: {len(problems)} bad position tables: "
                               + "; ".join(problems))
     return rest, tables
+
+
+def _module_table(model: UNet, key: str, length: int, channels: int) -> np.ndarray:
+    """The table [1, L, C] the model holds for the checkpoint buffer `key`: the `table` of
+    the module the key names (Animate3D's `time_pos_embed`), else the temporal
+    attention's sinusoid of length `length`."""
+    node: Any = model
+    for part in torch_key_to_path(key, UNET_RENAMES)[:-1]:
+        node = node[part] if isinstance(part, int) else getattr(node, part, None)
+        if node is None:
+            return sinusoidal_table(length, channels)[None]
+    return node.table
 
 
 def load_diffusers_unet(folder: str | os.PathLike, *,
