@@ -417,3 +417,31 @@ def test_reference_keys_map_onto_the_full_size_parameters():
     assert expected == ours and len(ours) == 1614 - 42
     trainable = [name for name in ours if is_trainable(name)]
     assert len(trainable) == 888 - 42
+
+
+def test_cli_combines_mvdream_animate3d_and_ip_adapter(tmp_path, capsys, sources, converted):
+    """`python -m tools.convert_weights MVDREAM OUT --kind mvvdm --motion-modules CKPT
+    --ip-adapter BIN` writes the same model as `convert_animate3d`, loadable by `load`."""
+    from safetensors.numpy import save_file
+
+    from tools.convert_weights import cli
+
+    base, motion, ip = sources
+    (tmp_path / "mvdream" / "unet").mkdir(parents=True)
+    (tmp_path / "mvdream" / "model_index.json").write_text("{}")
+    save_file(base, str(tmp_path / "mvdream" / "unet" / "diffusion_pytorch_model.safetensors"))
+    torch.save({"state_dict": _to_torch(motion)}, tmp_path / "animate3d.ckpt")
+    torch.save(_to_torch(ip), tmp_path / "ip-adapter_sd15.bin")
+    args = [str(tmp_path / "mvdream"), str(tmp_path / "out"), "--kind", "mvvdm",
+            "--motion-modules", str(tmp_path / "animate3d.ckpt"),
+            "--ip-adapter", str(tmp_path / "ip-adapter_sd15.bin"),
+            "--mvvdm-variant", "tiny_mvvdm"]
+    assert cli.main(args) == 0
+    expected = _params(converted[0])
+    actual = _params(load(tmp_path / "out"))
+    assert actual.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(actual[name], value, err_msg=name)
+    # Without the motion modules the command refuses, naming the flag.
+    assert cli.main(args[:4] + ["--ip-adapter", args[7], "--overwrite"]) == 1
+    assert "--motion-modules" in capsys.readouterr().err

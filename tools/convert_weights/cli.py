@@ -40,8 +40,10 @@ Extension point: `KINDS` maps a kind name to a `Kind` (its converter function, h
 the flags it adds). A converter takes the parsed arguments and returns a `Result` (models
 to save, files to copy, notes) without writing anything; `main` prints and writes. The
 combined MVDream + Animate3D + IP-Adapter U-Net registers here as
-`KINDS["mvvdm"] = Kind(convert_mvvdm, help, allow_missing=True, add_arguments=...)` with
-its `--motion-modules CKPT --ip-adapter BIN` flags.
+`KINDS["mvvdm"]` with its `--motion-modules CKPT --ip-adapter BIN` flags:
+
+    python -m tools.convert_weights mvdream-sd15 ckpt/mvvdm --kind mvvdm \
+        --motion-modules animate3d_motion_modules.ckpt --ip-adapter ip-adapter_sd15.bin
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -66,9 +69,12 @@ from flax import nnx
 from t4a_jax.models import save
 from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
+from t4a_jax.models.unet import UNetConfig
+from tools.convert_weights.animate3d import convert_animate3d
 from tools.convert_weights.clip import convert_clip_text, convert_clip_vision, load_hf_folder
 from tools.convert_weights.core import ConversionError, ConversionReport
-from tools.convert_weights.sources import TORCH_SUFFIXES, load_weights, read_json
+from tools.convert_weights.sources import (TORCH_SUFFIXES, load_diffusers_weights,
+                                           load_weights, read_json)
 from tools.convert_weights.unet import convert_unet_with_report, load_diffusers_unet
 from tools.convert_weights.vae import (convert_vae_into, load_diffusers_vae,
                                        vae_config_from_diffusers)
@@ -433,6 +439,45 @@ def detect_kind(source: str) -> str:
                      f"(known: {', '.join(FOLDER_CLASSES)}); pass --kind")
 
 
+def convert_mvvdm(args: argparse.Namespace) -> Result:
+    """The MV-VDM U-Net in one command: the MVDream SD1.5 4-view U-Net (a diffusers U-Net
+    folder, or a pipeline root holding `unet/`) + Animate3D's motion-module checkpoint +
+    the IP-Adapter, into the `configs/unet.py:mvvdm` architecture (`--mvvdm-variant`)."""
+    if not args.motion_modules:
+        raise ValueError("--kind mvvdm needs --motion-modules animate3d_motion_modules.ckpt")
+    folder = args.source
+    if os.path.isfile(os.path.join(folder, "model_index.json")):
+        folder = os.path.join(folder, "unet")
+    base = load_diffusers_weights(folder, component="unet")
+    config = UNetConfig.from_config_dict(_unet_config(args.mvvdm_variant))
+    config = dataclasses.replace(config, dtype=DTYPES[args.dtype])
+    ip_adapter = load_weights(args.ip_adapter) if args.ip_adapter else None
+    source = f"{folder} + {args.motion_modules}" + (f" + {args.ip_adapter}"
+                                                     if args.ip_adapter else "")
+    model, report = convert_animate3d(base, load_weights(args.motion_modules), ip_adapter,
+                                      config, allow_missing=args.allow_missing,
+                                      source=source)
+    return Result([Converted("", model, report, source)])
+
+
+def _unet_config(variant: str):
+    """`configs/unet.py:<variant>` of this repository (configs/ is not a package)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "unet.py")
+    spec = importlib.util.spec_from_file_location("t4a_configs_unet", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+def _mvvdm_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--motion-modules", metavar="CKPT",
+                        help="mvvdm: Animate3D's animate3d_motion_modules.ckpt")
+    parser.add_argument("--ip-adapter", metavar="BIN",
+                        help="mvvdm: IP-Adapter ip-adapter_sd15.bin (or .safetensors)")
+    parser.add_argument("--mvvdm-variant", default="mvvdm",
+                        help="mvvdm: the configs/unet.py variant to build (default mvvdm)")
+
+
 KINDS: dict[str, Kind] = {
     **{kind: _model_kind(kind) for kind in ("unet", "vae", "clip-text", "clip-vision")},
     "pipeline": Kind(convert_pipeline, "a diffusers pipeline root (model_index.json)",
@@ -440,6 +485,9 @@ KINDS: dict[str, Kind] = {
     "ldm-ckpt": Kind(convert_ldm_checkpoint,
                      "an original single-file Stable Diffusion checkpoint (needs --config)",
                      allow_missing=True),
+    "mvvdm": Kind(convert_mvvdm, "MVDream U-Net folder + --motion-modules (Animate3D) + "
+                  "--ip-adapter -> one MV-VDM U-Net", allow_missing=True,
+                  add_arguments=_mvvdm_arguments),
 }
 
 
