@@ -1,10 +1,11 @@
-"""Atomic file writes: a file appears complete at its path or not at all."""
+"""Atomic writes: a file or directory appears complete at its path or not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shutil
 from typing import BinaryIO, Iterator
 
 
@@ -30,4 +31,23 @@ def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     except BaseException:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary sibling directory of `path` to fill; on success it replaces
+    `path` (an existing directory there is removed first), on any error it is removed."""
+    path = os.path.abspath(os.fspath(path))
+    parent, base = os.path.split(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{base}.tmp-{secrets.token_hex(8)}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,8 +18,6 @@ import dataclasses
 import importlib
 import json
 import os
-import secrets
-import shutil
 import typing
 from typing import Any
 
@@ -28,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from t4a_jax.atomic import atomic_directory
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -39,30 +39,19 @@ def save(module: nnx.Module, path: str | os.PathLike) -> None:
     config = getattr(module, "config", None)
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"save: {type(module).__name__} has no dataclass `config` attribute")
-    path = os.path.abspath(os.fspath(path))
-    parent, base = os.path.split(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{base}.tmp-{secrets.token_hex(8)}")
-    try:
-        os.makedirs(tmp)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "model": _qualname(type(module)),
-            "config_class": _qualname(type(config)),
-            "config": _to_json(config),
-        }
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": _qualname(type(module)),
+        "config_class": _qualname(type(config)),
+        "config": _to_json(config),
+    }
+    with atomic_directory(path) as tmp:
         with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(os.path.join(tmp, PARAMS_DIR),
                               jax.tree.map(np.asarray, _stored_state(module)))
             checkpointer.wait_until_finished()
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load(path: str | os.PathLike) -> nnx.Module:

@@ -55,7 +55,6 @@ import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import sys
 import tempfile
@@ -66,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from t4a_jax.atomic import atomic_directory
 from t4a_jax.models import save
 from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
@@ -560,11 +560,7 @@ def parameter_count(model: nnx.Module) -> int:
 def write(result: Result, output: str) -> None:
     """Save every model and copy every file into a temporary sibling of `output`, then
     rename it onto `output` (replacing what was there)."""
-    parent, base = os.path.split(os.path.abspath(output))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{base}.tmp-{secrets.token_hex(8)}")
-    try:
-        os.makedirs(tmp)
+    with atomic_directory(output) as tmp:
         for converted in result.models:
             save(converted.model, os.path.join(tmp, converted.component)
                  if converted.component else tmp)
@@ -572,12 +568,6 @@ def write(result: Result, output: str) -> None:
             target = os.path.join(tmp, relative)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copyfile(source, target)
-        if os.path.isdir(output):
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _preview(items: Sequence[str], limit: int = 12) -> str:
