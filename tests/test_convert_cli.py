@@ -28,14 +28,8 @@ from tools.convert_weights import cli
 from tools.convert_weights.clip import load_clip_text_folder
 from tools.convert_weights.unet import convert_unet, load_diffusers_unet
 from tools.convert_weights.vae import convert_vae, load_diffusers_vae
-from torch_utils import nchw, nhwc, randomize_
+from torch_utils import TORCH_ADAPTER, TORCH_UNET, nchw, nhwc, randomize_
 
-TORCH_UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=2,
-                  cross_attention_dim=32, norm_num_groups=8)
-TORCH_ADAPTER = dict(block_out_channels=(32, 64), motion_layers_per_block=1,
-                     motion_num_attention_heads=2, motion_norm_num_groups=8)
 TORCH_VAE = dict(down_block_types=("DownEncoderBlock2D",) * 2,
                  up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(32, 64),
                  layers_per_block=1, norm_num_groups=8, sample_size=16)

@@ -19,16 +19,11 @@ from t4a_jax.models import load, save
 from t4a_jax.models.unet import CROSS_DOWN, CROSS_UP, UNet, UNetConfig
 from tools.convert_weights.core import ConversionError
 from tools.convert_weights.unet import convert_unet, convert_unet_into, load_diffusers_unet
-from torch_utils import nchw, nhwc, numpy_state_dict, randomize_
+from torch_utils import (TORCH_ADAPTER, TORCH_UNET, nchw, nhwc, numpy_state_dict,
+                         randomize_)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-TORCH_UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
-                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=2,
-                  cross_attention_dim=32, norm_num_groups=8)
-TORCH_ADAPTER = dict(block_out_channels=(32, 64), motion_layers_per_block=1,
-                     motion_num_attention_heads=2, motion_norm_num_groups=8)
 
 RNG = np.random.default_rng(0)
 FRAMES = 4

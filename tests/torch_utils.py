@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+# Tiny diffusers configs shared by the U-Net parity and converter CLI tests.
+TORCH_UNET = dict(sample_size=8, block_out_channels=(32, 64), layers_per_block=1,
+                  down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                  up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), attention_head_dim=2,
+                  cross_attention_dim=32, norm_num_groups=8)
+TORCH_ADAPTER = dict(block_out_channels=(32, 64), motion_layers_per_block=1,
+                     motion_num_attention_heads=2, motion_norm_num_groups=8)
+
 
 def numpy_state_dict(module: torch.nn.Module) -> dict[str, np.ndarray]:
     """A module's state dict as float32 numpy arrays, with aliases removed.
