@@ -21,7 +21,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from flax import nnx
 
-from t4a_jax.models import load, save
+from t4a_jax.models import abstract_model, load, save
 from t4a_jax.models.transformer import sinusoidal_table
 from t4a_jax.models.unet import UNet, UNetConfig, is_trainable, trainable_filter
 from tools.convert_weights.animate3d import animate3d_state_dict, convert_animate3d
@@ -282,7 +282,7 @@ def test_full_mvvdm_jit_grad_capture_and_save_load(tmp_path):
     equals a run that stops there, views mix (perturbing view 1 changes view 0), and
     `t4a_jax.models.load` rebuilds the model from its config."""
     config = mvvdm_config(**SMALL)
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
+    graphdef, state = nnx.split(abstract_model(lambda rngs: UNet(config, rngs=rngs)))
     rng = np.random.default_rng(8)
     state = jax.tree.map(lambda s: _random(s.shape, rng), state)
     graphdef, trainable, frozen = nnx.split(nnx.merge(graphdef, state), trainable_filter, ...)
@@ -334,7 +334,7 @@ def test_inputs_are_checked(converted):
         mvvdm(SAMPLE, TIMESTEPS, CONTEXT, cameras=CAMERAS, num_views=V)
     with pytest.raises(ValueError, match=r"cameras must be \[2, 16\], got \(2, 12\)"):
         mvvdm(SAMPLE, TIMESTEPS, CONTEXT, cameras=CAMERAS[:, :12], image_embeds=IMAGE_EMBEDS)
-    plain = nnx.eval_shape(lambda: UNet(mvvdm_config("tiny"), rngs=nnx.Rngs(0)))
+    plain = abstract_model(lambda rngs: UNet(mvvdm_config("tiny"), rngs=rngs))
     for name, value in (("cameras", CAMERAS), ("image_embeds", IMAGE_EMBEDS)):
         with pytest.raises(ValueError, match=f"{name} given, but the config has"):
             plain(SAMPLE, TIMESTEPS, CONTEXT, num_views=V, **{name: value})
@@ -401,7 +401,7 @@ def test_reference_keys_map_onto_the_full_size_parameters():
     """Every tensor name of the released Animate3D U-Net (1614, 42 of them position
     tables) maps through the converter's renames onto one parameter of the full mvvdm
     config, shapes included, and every parameter has its tensor (no arrays built)."""
-    abstract = nnx.eval_shape(lambda: UNet(mvvdm_config("mvvdm"), rngs=nnx.Rngs(0)))
+    abstract = abstract_model(lambda rngs: UNet(mvvdm_config("mvvdm"), rngs=rngs))
     ours = {".".join(map(str, p)): tuple(v.shape)
             for p, v in nnx.to_flat_state(nnx.state(abstract, nnx.Param))}
     expected = {}

@@ -15,7 +15,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from flax import nnx
 
-from t4a_jax.models import load, save
+from t4a_jax.models import abstract_model, load, save
 from t4a_jax.models.unet import CROSS_DOWN, CROSS_UP, UNet, UNetConfig
 from tools.convert_weights.core import ConversionError
 from tools.convert_weights.unet import convert_unet, convert_unet_into, load_diffusers_unet
@@ -208,7 +208,7 @@ def test_jit_grad_with_remat_and_save_load(tmp_path):
     config = dataclasses.replace(UNetConfig.from_config_dict(unet_config("tiny")), remat=True,
                                  block_out_channels=(32,), down_block_types=(CROSS_DOWN,),
                                  up_block_types=(CROSS_UP,))
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
+    graphdef, state = nnx.split(abstract_model(lambda rngs: UNet(config, rngs=rngs)))
     rng = np.random.default_rng(2)
     state = jax.tree.map(lambda s: rng.normal(0, 0.2, s.shape).astype(s.dtype), state)
     name = "up_blocks.0.motion_modules.1"

@@ -4,6 +4,6 @@ Attribute names mirror the PyTorch originals so that `tools/convert_weights` map
 checkpoints mechanically.
 """
 
-from t4a_jax.models.io import load, save
+from t4a_jax.models.io import abstract_model, load, save
 
-__all__ = ["load", "save"]
+__all__ = ["abstract_model", "load", "save"]

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from t4a_jax.sharding import annotate
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -262,6 +264,7 @@ class CLIPTextModel(nnx.Module):
         self.config = config
         self.text_model = CLIPTextTransformer(config, dtype=dtype,
                                               implementation=implementation, rngs=rngs)
+        annotate(self)
 
     def __call__(self, input_ids: jax.Array, *, return_pooled: bool = False
                  ) -> jax.Array | tuple[jax.Array, jax.Array]:
@@ -330,6 +333,7 @@ class CLIPVisionModelWithProjection(nnx.Module):
                                                   implementation=implementation, rngs=rngs)
         self.visual_projection = nnx.Linear(config.hidden_size, config.projection_dim,
                                             use_bias=False, dtype=dtype, rngs=rngs)
+        annotate(self)
 
     def __call__(self, pixel_values: jax.Array, *, output_hidden_states: bool = False
                  ) -> jax.Array | tuple[jax.Array, list[jax.Array]]:

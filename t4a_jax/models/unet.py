@@ -40,6 +40,7 @@ from flax import nnx
 from t4a_jax.models.mvdream import CameraEmbedding, ImageProjection
 from t4a_jax.models.transformer import Conditioning
 from t4a_jax.models.unet_blocks import AttentionFactory, DownBlock, MidBlock, UpBlock
+from t4a_jax.sharding import annotate
 
 CROSS_DOWN, PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
 CROSS_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
@@ -385,6 +386,7 @@ class UNet(nnx.Module):
         self.conv_norm_out = nnx.GroupNorm(channels[0], num_groups=config.norm_num_groups,
                                            epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
         self.conv_out = conv3(channels[0], config.out_channels)
+        annotate(self)
 
     def feature_names(self) -> tuple[str, ...]:
         """Every name `capture` accepts (diffusers module paths), in order of computation."""

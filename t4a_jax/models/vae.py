@@ -22,6 +22,7 @@ from flax import nnx
 
 from t4a_jax.models.attention import attend
 from t4a_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+from t4a_jax.sharding import annotate
 
 _EPS = 1e-6  # every GroupNorm of the VAE
 
@@ -209,6 +210,7 @@ class AutoencoderKL(nnx.Module):
                            if config.use_quant_conv else None)
         self.post_quant_conv = (nnx.Conv(latent, latent, (1, 1), dtype=dtype, rngs=rngs)
                                 if config.use_post_quant_conv else None)
+        annotate(self)
 
     def encode(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         """images [N, H, W, in_channels] in [-1, 1] -> (mean, logvar), each

@@ -60,7 +60,6 @@ import sys
 import tempfile
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -72,7 +71,7 @@ from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from t4a_jax.models.unet import UNetConfig
 from tools.convert_weights.animate3d import convert_animate3d
 from tools.convert_weights.clip import convert_clip_text, convert_clip_vision, load_hf_folder
-from tools.convert_weights.core import ConversionError, ConversionReport
+from tools.convert_weights.core import ConversionError, ConversionReport, empty_model
 from tools.convert_weights.sources import (TORCH_SUFFIXES, load_diffusers_weights,
                                            load_weights, read_json)
 from tools.convert_weights.unet import convert_unet_with_report, load_diffusers_unet
@@ -129,13 +128,6 @@ class Kind:
 
 # --- one model ----------------------------------------------------------------------------
 
-def _abstract(build: Callable[[], nnx.Module]) -> nnx.Module:
-    """A module whose parameters are (lazily allocated) numpy zeros, filled in place by a
-    conversion that refuses missing parameters: no random initialisation."""
-    graphdef, state = nnx.split(nnx.eval_shape(build))
-    return nnx.merge(graphdef, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state))
-
-
 def _unet(folder: str, motion_adapter: str | None, args: argparse.Namespace,
           component: str, source: str) -> Converted:
     config, state = load_diffusers_unet(folder, motion_adapter=motion_adapter,
@@ -148,7 +140,7 @@ def _unet(folder: str, motion_adapter: str | None, args: argparse.Namespace,
 def _vae(config: VAEConfig, state: Mapping[str, np.ndarray], args: argparse.Namespace,
          component: str, source: str) -> Converted:
     config = dataclasses.replace(config, dtype=DTYPES[args.dtype])
-    model = _abstract(lambda: AutoencoderKL(config, rngs=nnx.Rngs(0)))
+    model = empty_model(lambda rngs: AutoencoderKL(config, rngs=rngs))
     return Converted(component, model, convert_vae_into(state, model, source=source), source)
 
 
@@ -318,8 +310,13 @@ def _through_key_converter(checkpoint: Mapping[str, np.ndarray],
     keys = list(checkpoint)
     placeholders = {k: np.broadcast_to(np.int64(i), np.shape(checkpoint[k]))
                     for i, k in enumerate(keys)}
+    try:
+        converted = convert(placeholders)
+    except KeyError as e:  # some converters index a key directly (an upsampler's bias)
+        raise ConversionError(f"{source}: diffusers' converter needs {e.args[0]} (under its "
+                              f"model's prefix), which the checkpoint lacks") from e
     state, origin = {}, {}
-    for key, placeholder in convert(placeholders).items():
+    for key, placeholder in converted.items():
         if not isinstance(placeholder, np.ndarray) or placeholder.size == 0:
             raise ConversionError(f"{source}: diffusers' converter produced {key} from no "
                                   f"tensor of the checkpoint")

@@ -27,7 +27,7 @@ from flax import nnx
 
 from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
                                  CLIPVisionModelWithProjection)
-from tools.convert_weights.core import ConversionReport, convert_state_dict
+from tools.convert_weights.core import ConversionReport, convert_state_dict, empty_model
 from tools.convert_weights.sources import find_file, load_weights, read_json
 
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
@@ -39,16 +39,6 @@ VISION_RENAMES = ()
 def _split_ignored(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     kept = {k: v for k, v in state_dict.items() if not IGNORED_KEYS.search(k)}
     return kept, [k for k in state_dict if k not in kept]
-
-
-def _abstract(build):
-    """Build a module without computing random weights: every parameter starts as a
-    (lazily allocated) numpy zero buffer that the conversion fills in place; it refuses
-    missing parameters, so no zero survives."""
-    model = nnx.eval_shape(build)
-    params = nnx.state(model, nnx.Param)
-    nnx.update(model, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), params))
-    return model
 
 
 def _convert(state_dict, model, renames, source) -> ConversionReport:
@@ -73,8 +63,8 @@ def convert_clip_text(state_dict: Mapping[str, Any],
     """
     if not isinstance(config, CLIPTextConfig):
         config = CLIPTextConfig.from_hf_dict(config)
-    model = _abstract(lambda: CLIPTextModel(config, dtype=dtype, implementation=implementation,
-                                            rngs=nnx.Rngs(0)))
+    model = empty_model(lambda rngs: CLIPTextModel(config, dtype=dtype,
+                                                   implementation=implementation, rngs=rngs))
     return model, _convert(state_dict, model, TEXT_RENAMES, source)
 
 
@@ -86,8 +76,8 @@ def convert_clip_vision(state_dict: Mapping[str, Any],
     """A transformers `CLIPVisionModelWithProjection` state dict -> (NNX model, report)."""
     if not isinstance(config, CLIPVisionConfig):
         config = CLIPVisionConfig.from_hf_dict(config)
-    model = _abstract(lambda: CLIPVisionModelWithProjection(
-        config, dtype=dtype, implementation=implementation, rngs=nnx.Rngs(0)))
+    model = empty_model(lambda rngs: CLIPVisionModelWithProjection(
+        config, dtype=dtype, implementation=implementation, rngs=rngs))
     return model, _convert(state_dict, model, VISION_RENAMES, source)
 
 

@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
+import jax
 import numpy as np
 from flax import nnx
+
+from t4a_jax.models import abstract_model
+
+M = TypeVar("M", bound=nnx.Module)
 
 Path = tuple
 
@@ -45,6 +50,15 @@ class ConversionReport:
             lines.append(f"  left at their initial values (--allow-missing): "
                          f"{len(self.allowed_missing)}: {_preview(self.allowed_missing)}")
         return "\n".join(lines)
+
+
+def empty_model(build: Callable[[Any], M]) -> M:
+    """`build(rngs)` without random initialisation: every parameter a (lazily allocated)
+    numpy zeros buffer for a conversion to fill in place (converting SD1.5 does not first
+    draw 1.3e9 random numbers). Conversions refuse missing parameters, so no zero
+    survives unless explicitly allowed."""
+    graphdef, state = nnx.split(abstract_model(build))
+    return nnx.merge(graphdef, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state))
 
 
 def path_str(path: Path) -> str:

@@ -27,7 +27,6 @@ naming the key (a trained table would not load silently as a constant).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import re
 from typing import Any, Iterable, Mapping
@@ -41,6 +40,7 @@ from t4a_jax.models.mvdream import PROCESSOR_RENAMES
 from t4a_jax.models.transformer import sinusoidal_table
 from t4a_jax.models.unet import UNet, UNetConfig
 from tools.convert_weights.core import (ConversionError, ConversionReport, convert_state_dict,
+                                        empty_model,
                                         torch_key_to_path)
 from tools.convert_weights.ip_adapter import IMAGE_PROJ_RENAMES
 from tools.convert_weights.sources import load_diffusers_weights, read_diffusers_config
@@ -75,8 +75,7 @@ def convert_unet_with_report(state_dict: Mapping[str, np.ndarray], config: UNetC
                              source: str = "U-Net checkpoint",
                              ) -> tuple[UNet, ConversionReport]:
     """`convert_unet` that also returns what was converted and what was let pass."""
-    graphdef, state = abstract_unet(config)
-    model = nnx.merge(graphdef, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state))
+    model = empty_model(lambda rngs: UNet(config, rngs=rngs))
     report = convert_unet_into(state_dict, model, allow_missing=allow_missing, source=source)
     params = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(params))
@@ -87,16 +86,6 @@ def convert_unet_with_report(state_dict: Mapping[str, np.ndarray], config: UNetC
     nnx.update(model, params)
     nnx.update(model, jax.tree.map(jnp.asarray, nnx.state(model)))
     return model, report
-
-
-@functools.lru_cache(maxsize=4)
-def abstract_unet(config: UNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
-    """(graphdef, state of `jax.ShapeDtypeStruct`s) of a `UNet` for `config`, built with
-    `nnx.eval_shape` and cached. Tracing the constructor takes time quadratic in the
-    number of parameters (every RNG-counter update in Flax's `Variable.set_value` asks a
-    tracer for `.sharding`, whose error message walks the whole trace): ~20-60 s on CPU
-    for any U-Net with SD1.5's topology, whatever its channel sizes."""
-    return nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
 
 
 def convert_unet_into(state_dict: Mapping[str, np.ndarray], model: UNet, *,
