@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -73,12 +74,15 @@ def grid_queries(height: int, width: int, grid: int = GRID_SIZE) -> np.ndarray:
 
 def queries_in_mask(queries: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """[..., N] bool: whether each (x, y) query [..., N, 2] falls on a True pixel of
-    `mask` [..., H, W] (the pixel containing it; leading dims match)."""
+    `mask` [..., H, W] (the pixel containing it; leading dims match). A query outside
+    the image is False."""
     h, w = mask.shape[-2:]
-    cols = np.clip(np.floor(queries[..., 0]).astype(np.int64), 0, w - 1)
-    rows = np.clip(np.floor(queries[..., 1]).astype(np.int64), 0, h - 1)
-    flat = mask.reshape(mask.shape[:-2] + (h * w,))
-    return np.take_along_axis(flat, rows * w + cols, axis=-1)
+    x, y = queries[..., 0], queries[..., 1]
+    inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    cols = np.clip(np.floor(x).astype(np.int64), 0, w - 1)
+    rows = np.clip(np.floor(y).astype(np.int64), 0, h - 1)
+    flat = np.asarray(mask, bool).reshape(mask.shape[:-2] + (h * w,))
+    return np.take_along_axis(flat, rows * w + cols, axis=-1) & inside
 
 
 def save_tracks(path: str | os.PathLike, tracks: TrackSet) -> None:
@@ -96,18 +100,23 @@ def load_tracks(path: str | os.PathLike) -> TrackSet:
     is a `ValueError` naming the file and what was expected."""
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [name for name in _FIELDS if name not in data.files]
-            if missing:
-                raise ValueError(f"{path}: track file lacks {missing} (has {data.files})")
-            arrays = {name: data[name] for name in _FIELDS}
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not an .npz archive")
+        with data:
+            files = data.files
+            arrays = {name: data[name] for name in _FIELDS if name in files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise ValueError(f"{path}: not a readable track file ({e})") from e
+    missing = [name for name in _FIELDS if name not in arrays]
+    if missing:
+        raise ValueError(f"{path}: track file lacks {missing} (has {files})")
     try:
         return TrackSet(
             queries=arrays["queries"], valid=arrays["valid"], tracks=arrays["tracks"],
             visibility=arrays["visibility"], views=arrays["views"], frames=arrays["frames"],
-            size=tuple(int(s) for s in arrays["size"]), tracker=str(arrays["tracker"]))
+            size=tuple(int(s) for s in np.ravel(arrays["size"])),
+            tracker=str(arrays["tracker"]))
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from e
 
@@ -143,4 +152,4 @@ def _positions(stored: np.ndarray, wanted, what: str) -> np.ndarray:
     if missing:
         raise ValueError(f"{what}s {missing} are not in the track file (has "
                          f"{stored.tolist()})")
-    return np.array([lookup[int(x)] for x in np.atleast_1d(wanted)])
+    return np.array([lookup[int(x)] for x in np.atleast_1d(wanted)], dtype=np.intp)

@@ -1,0 +1,1 @@
+"""Point tracking: metrics, query points, feature taps, tracking losses, the probe."""
