@@ -66,7 +66,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from t4a_jax.data.tracks import GRID_SIZE, load_tracks
+from t4a_jax.data.tracks import GRID_SIZE, load_tracks, rescale_tracks
 from t4a_jax.render.cameras import camera_vector, orbit_c2w
 from t4a_jax.video import read_video
 
@@ -247,11 +247,10 @@ def load_example(item: Item, clip: Clip, config: MVVideoConfig) -> dict[str, np.
     """
     frames, masks = [], []
     for view in clip.views:
-        video = _read_view(config.root, item, int(view), config.frames_needed)[clip.frames]
-        frames.append(_resize(video, config.size, Image.Resampling.BICUBIC))
-        mask = _view_masks(config, item, int(view), clip, video)
-        masks.append(_resize(mask.astype(np.uint8) * 255, config.size,
-                             Image.Resampling.BOX) >= 128)
+        video = read_view(config.root, item, int(view), config.frames_needed)[clip.frames]
+        frames.append(resize_images(video, config.size, Image.Resampling.BICUBIC))
+        mask = view_masks(config, item, int(view), clip, video)
+        masks.append(resize_masks(mask, config.size))
     return {
         "frames": np.stack(frames).astype(np.float32) / 127.5 - 1.0,
         "cameras": orbit_camera_vectors(item.elevation, item.azimuths(clip.views)),
@@ -277,7 +276,7 @@ def _camera_vectors(elevation: jax.Array, azimuths: jax.Array) -> jax.Array:
     return camera_vector(orbit_c2w(elevation, azimuths))
 
 
-def _read_view(root: str, item: Item, view: int, frames_needed: int) -> np.ndarray:
+def read_view(root: str, item: Item, view: int, frames_needed: int) -> np.ndarray:
     path = os.path.join(root, "videos", item.uid, item.anim, f"view_{view}.mp4")
     try:
         video = read_video(path)
@@ -289,13 +288,19 @@ def _read_view(root: str, item: Item, view: int, frames_needed: int) -> np.ndarr
     return video
 
 
-def _resize(images: np.ndarray, size: int, resample: Image.Resampling) -> np.ndarray:
+def resize_images(images: np.ndarray, size: int, resample: Image.Resampling) -> np.ndarray:
     """uint8 images [F, H, W(, 3)] -> uint8 [F, size, size(, 3)] with Pillow."""
     return np.stack([np.asarray(Image.fromarray(image).resize((size, size), resample))
                      for image in images])
 
 
-def _view_masks(config: MVVideoConfig, item: Item, view: int, clip: Clip,
+def resize_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """bool [F, H, W] -> bool [F, size, size]: area coverage (box filter), kept where at
+    least half of the pixel is covered."""
+    return resize_images(masks.astype(np.uint8) * 255, size, Image.Resampling.BOX) >= 128
+
+
+def view_masks(config: MVVideoConfig, item: Item, view: int, clip: Clip,
                 video: np.ndarray) -> np.ndarray:
     """bool [F, H, W] at the video's resolution: the clip's frames of the view's mask
     file where there is one, else the background of the clip's `video` [F, H, W, 3]."""
@@ -364,8 +369,6 @@ def _example_tracks(config: MVVideoConfig, item: Item, clip: Clip) -> dict[str, 
     if tracks.tracks.shape[2] != n:
         raise SkippedItem("bad_tracks", path, f"{tracks.tracks.shape[2]} queries, "
                                               f"expected num_queries={n}")
-    height, width = tracks.size
-    scale = np.array([config.size / width, config.size / height], np.float32)
-    points = tracks.tracks.astype(np.float32) * scale
+    points = rescale_tracks(tracks, config.size).tracks
     return {"tracks": points, "visibility": tracks.visibility,
             "queries": points[:, 0], "query_valid": tracks.valid & tracks.visibility[:, 0]}

@@ -62,6 +62,16 @@ class TrackSet:
             views=self.views[v], frames=self.frames[f])
 
 
+def rescale_tracks(tracks: TrackSet, size: int) -> TrackSet:
+    """`tracks` in pixels of a size x size frame (image edges map to image edges, which
+    is exact in the +0.5 pixel-centre convention)."""
+    height, width = tracks.size
+    scale = np.array([size / width, size / height], np.float32)
+    return dataclasses.replace(
+        tracks, queries=(tracks.queries * scale).astype(np.float32),
+        tracks=(tracks.tracks * scale).astype(np.float32), size=(size, size))
+
+
 def grid_queries(height: int, width: int, grid: int = GRID_SIZE) -> np.ndarray:
     """[grid * grid, 2] (x, y) pixel centres of a grid x grid lattice spread evenly over
     the image, row-major (y outer). Lattice point k of `grid` sits at the centre of
