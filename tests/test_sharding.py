@@ -9,7 +9,6 @@ import importlib.util
 import pathlib
 
 import jax
-import numpy as np
 import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
