@@ -1,0 +1,192 @@
+"""Stage One inference: static condition renders + cameras + a prompt -> multi-view video.
+
+    images, cameras = render_condition_views(gaussians)           # [V, S, S, 3], [V, 16]
+    video = sample_multiview_video(unet, vae, text_encoder, tokenizer, images[None],
+                                   cameras[None], ["a dog is running"],
+                                   image_encoder=image_encoder, seed=0)
+                                                                   # [1, V, F, S, S, 3]
+
+What happens (Animate3D's `AnimateDiffMVI2VPipeline`, FreeInit left out): the
+condition renders are VAE-encoded (a sample of the latent Gaussian, scaled) into the
+clean latent of frame 0 of every view; the other frames start as Gaussian noise; 25 DDIM
+steps (eta 0) with classifier-free guidance 7.5 denoise them, the unconditional branch
+taking the empty prompt's text tokens and zero IP-Adapter image embeddings, and frame 0
+is reset to the condition latent after every step; every frame is then decoded. The
+U-Net sees one timestep for all frames of an object-view, the condition frame included.
+
+All of it (text and image encoders, VAE, the denoising loop, decoding) is one `jax.jit`
+program over the `nnx.split` states of the models, compiled once per set of shapes and
+settings; the loop is a `lax.fori_loop`, so the U-Net is traced once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from t4a_jax.diffusion.ddim import sample_ddim
+from t4a_jax.diffusion.schedule import NoiseSchedule, make_schedule
+from t4a_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection, preprocess_images
+from t4a_jax.models.tokenizer import CLIPTokenizer
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.vae import AutoencoderKL
+from t4a_jax.render import camera_vector, orbit_cameras, rasterize
+from t4a_jax.render.gaussians import Gaussians
+
+
+def render_condition_views(gaussians: Gaussians, *, num_views: int = 4,
+                           elevation: float = 15.0, azimuth_start: float = 0.0,
+                           size: int = 256, distance: float = 3.0, fovy: float = 40.0,
+                           background: float = 0.498, tile_capacity: int = 1024,
+                           ) -> tuple[jax.Array, jax.Array]:
+    """The static condition renders of an asset and the U-Net's cameras for them:
+    (images [V, size, size, 3] in [0, 1], cameras [V, 16]) for V = `num_views` views at
+    azimuths `azimuth_start + 360 k / V` (0, 90, 180, 270 for four), on the Animate3D
+    orbit (+z up, DESIGN: elevation 15, distance 3.0, fovy 40, grey background 0.498).
+
+    Raises ValueError when Gaussians overflowed a tile (naming the capacity needed)."""
+    if num_views < 1:
+        raise ValueError(f"render_condition_views: num_views={num_views} must be >= 1")
+    azimuths = azimuth_start + 360.0 * np.arange(num_views) / num_views
+    viewmats, ks, c2w = orbit_cameras(elevation, azimuths, distance=distance,
+                                      fovy_degrees=fovy, width=size, height=size)
+    colors, overflow, needed = _render(gaussians, viewmats, ks,
+                                       jnp.full((num_views, 3), background, jnp.float32),
+                                       size=size, tile_capacity=tile_capacity)
+    if int(overflow):
+        raise ValueError(f"render_condition_views: tile_capacity={tile_capacity} is too "
+                         f"small; {int(needed)} would suffice")
+    return colors, camera_vector(c2w)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "tile_capacity"))
+def _render(gaussians: Gaussians, viewmats: jax.Array, ks: jax.Array,
+            backgrounds: jax.Array, *, size: int, tile_capacity: int
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Colours [V, size, size, 3] clipped to [0, 1], the largest tile overflow and the
+    capacity that would have sufficed."""
+    colors, _, meta = rasterize(**gaussians.activated(), viewmats=viewmats, Ks=ks,
+                                width=size, height=size, sh_degree=gaussians.sh_degree,
+                                backgrounds=backgrounds, tile_capacity=tile_capacity)
+    return (jnp.clip(colors, 0.0, 1.0), jnp.max(meta["overflow"]),
+            jnp.max(meta["max_tile_count"]))
+
+
+def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                           tokenizer: CLIPTokenizer, condition_images: jax.Array,
+                           cameras: jax.Array | None, prompts: Sequence[str], *,
+                           image_encoder: CLIPVisionModelWithProjection | None = None,
+                           schedule: NoiseSchedule | None = None,
+                           negative_prompt: str = "", num_frames: int = 16,
+                           num_steps: int = 25, guidance_scale: float = 7.5,
+                           eta: float = 0.0, seed: int = 0,
+                           decode_batch_size: int = 16) -> jax.Array:
+    """Multi-view videos [B, V, F, H, W, 3] in [0, 1] of B objects (see the module
+    docstring for the algorithm).
+
+    Args:
+      unet, vae, text_encoder, tokenizer: the Stage One models (`t4a_jax.models`).
+      condition_images: [B, V, H, W, 3] static renders in [0, 1] (frame 0 of each view);
+        H and W multiples of the VAE's times the U-Net's downsampling factor.
+      cameras: [B, V, 16] U-Net camera vectors (`render.camera_vector`), or None for a
+        U-Net without `use_camera_embedding`.
+      prompts: B prompts, one per object.
+      image_encoder: the IP-Adapter's CLIP image tower, required iff the U-Net has
+        `use_ip_adapter`; it embeds each view's condition render.
+      schedule: the noise schedule (default `make_schedule()`, Animate3D's).
+      negative_prompt: the unconditional branch's prompt ('' as in Animate3D).
+      num_frames: F, the condition frame included.
+      num_steps, guidance_scale, eta: DDIM steps, classifier-free guidance scale (1: no
+        unconditional branch), DDIM eta.
+      seed: the PRNG seed; `jax.random.split(jax.random.key(seed), 3)` gives the keys of
+        the initial noise, of the condition latents' VAE sample and of eta's noise.
+      decode_batch_size: frames decoded at a time.
+    """
+    config = unet.config
+    if isinstance(prompts, str):
+        raise TypeError("sample_multiview_video: prompts must be a list of B strings, got a "
+                        "single string")
+    images = jnp.asarray(condition_images, jnp.float32)
+    if images.ndim != 5 or images.shape[-1] != 3:
+        raise ValueError(f"sample_multiview_video: condition_images must be [B, V, H, W, 3], "
+                         f"got {images.shape}")
+    b, v, h, w, _ = images.shape
+    if len(prompts) != b:
+        raise ValueError(f"sample_multiview_video: {len(prompts)} prompts for {b} objects")
+    factor = vae.config.downsample_factor * config.downsample_factor
+    if h % factor or w % factor:
+        raise ValueError(f"sample_multiview_video: image size {h}x{w} must be a multiple of "
+                         f"{factor} (VAE x U-Net downsampling)")
+    if vae.config.latent_channels != config.in_channels:
+        raise ValueError(f"sample_multiview_video: the VAE has {vae.config.latent_channels} "
+                         f"latent channels, the U-Net takes {config.in_channels}")
+    if config.use_camera_embedding != (cameras is not None):
+        raise ValueError(f"sample_multiview_video: the U-Net has use_camera_embedding="
+                         f"{config.use_camera_embedding}, so cameras must be "
+                         f"{'[B, V, 16]' if config.use_camera_embedding else 'None'}")
+    if cameras is not None and jnp.shape(cameras) != (b, v, 16):
+        raise ValueError(f"sample_multiview_video: cameras must be [{b}, {v}, 16], got "
+                         f"{jnp.shape(cameras)}")
+    if config.use_ip_adapter != (image_encoder is not None):
+        raise ValueError(f"sample_multiview_video: the U-Net has use_ip_adapter="
+                         f"{config.use_ip_adapter}, so image_encoder is "
+                         f"{'required' if config.use_ip_adapter else 'not used'}")
+    if num_frames < 2:
+        raise ValueError(f"sample_multiview_video: num_frames={num_frames} must be >= 2 "
+                         f"(frame 0 is the condition)")
+    models = (unet, vae, text_encoder, image_encoder)
+    graphdefs, states = zip(*(nnx.split(m) if m is not None else (None, None)
+                              for m in models))
+    ids = jnp.asarray(tokenizer(list(prompts) + [negative_prompt]))
+    return _generate(
+        graphdefs, states, schedule if schedule is not None else make_schedule(), images,
+        None if cameras is None else jnp.asarray(cameras, jnp.float32), ids,
+        jnp.float32(guidance_scale), jax.random.key(seed), num_frames=num_frames,
+        num_steps=num_steps, guided=guidance_scale != 1.0, eta=eta,
+        decode_batch_size=decode_batch_size)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdefs", "num_frames", "num_steps", "guided",
+                                             "eta", "decode_batch_size"))
+def _generate(graphdefs: tuple, states: tuple, schedule: NoiseSchedule, images: jax.Array,
+              cameras: jax.Array | None, ids: jax.Array, guidance_scale: jax.Array,
+              key: jax.Array, *, num_frames: int, num_steps: int, guided: bool, eta: float,
+              decode_batch_size: int) -> jax.Array:
+    """The compiled body of `sample_multiview_video`: images [B, V, H, W, 3], cameras
+    [B, V, 16] or None, ids [B + 1, L] (the prompts, then the negative prompt)."""
+    unet, vae, text_encoder, image_encoder = (
+        None if g is None else nnx.merge(g, s) for g, s in zip(graphdefs, states))
+    b, v, h, w, _ = images.shape
+    n = b * v
+    noise_key, condition_key, eta_key = jax.random.split(key, 3)
+
+    tokens = text_encoder(ids)                                  # [B + 1, L, D]
+    cond: dict[str, Any] = {"text": jnp.repeat(tokens[:b], v, axis=0)}
+    uncond: dict[str, Any] = {"text": jnp.broadcast_to(tokens[b:], (n,) + tokens.shape[1:])}
+    if cameras is not None:
+        cond["cameras"] = uncond["cameras"] = cameras.reshape(n, 16)
+    flat = images.reshape(n, h, w, 3)
+    if image_encoder is not None:
+        embeds = image_encoder(preprocess_images(flat, image_encoder.config.image_size))
+        cond["image"], uncond["image"] = embeds, jnp.zeros_like(embeds)
+
+    condition_latent = vae.sample_latents(2.0 * flat - 1.0, condition_key)  # [N, h', w', C]
+    latents = jax.random.normal(noise_key, (n, num_frames) + condition_latent.shape[1:])
+
+    def denoise(x: jax.Array, t: jax.Array, c: dict[str, Any]) -> jax.Array:
+        return unet(x, t, c["text"], cameras=c.get("cameras"), image_embeds=c.get("image"),
+                    num_views=v)
+
+    latents = sample_ddim(denoise, schedule, latents, cond, uncond if guided else None,
+                          num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
+                          condition_latent=condition_latent, rng=eta_key)
+    frames = jax.lax.map(lambda z: vae.decode(z[None])[0],
+                         latents.reshape((n * num_frames,) + latents.shape[2:]),
+                         batch_size=decode_batch_size)
+    video = jnp.clip((frames + 1.0) / 2.0, 0.0, 1.0)
+    return video.reshape(b, v, num_frames, h, w, 3)
