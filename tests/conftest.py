@@ -5,3 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# Before any JAX computation: t4a_jax sets XLA flags against a CPU miscompilation
+# (t4a_jax/xla_workarounds.py).
+import t4a_jax  # noqa: E402,F401
