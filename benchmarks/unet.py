@@ -22,7 +22,6 @@ one warm-up. The sanity columns are max |JAX - PyTorch| of the forward output an
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import statistics
@@ -37,6 +36,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from flax import nnx
 
+from t4a_jax.config_files import get_config
 from t4a_jax.models.unet import UNet, UNetConfig
 from tools.convert_weights.unet import convert_unet, load_diffusers_unet
 
@@ -45,10 +45,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def unet_config(variant: str) -> UNetConfig:
     """`configs/unet.py:<variant>` as a `UNetConfig`."""
-    spec = importlib.util.spec_from_file_location("unet_config", REPO / "configs" / "unet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return UNetConfig.from_config_dict(module.get_config(variant))
+    return UNetConfig.from_config_dict(get_config("unet", variant))
 
 
 def torch_motion_unet(config: UNetConfig, std: float, seed: int) -> UNetMotionModel:

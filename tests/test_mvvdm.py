@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
 import json
 import pathlib
 
@@ -21,6 +20,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from flax import nnx
 
+from t4a_jax.config_files import get_config
 from t4a_jax.models import abstract_model, load, save
 from t4a_jax.models.transformer import sinusoidal_table
 from t4a_jax.models.unet import UNet, UNetConfig, is_trainable, trainable_filter
@@ -63,10 +63,7 @@ TAP = "up_blocks.1.motion_modules.2"
 
 
 def mvvdm_config(variant: str = "tiny_mvvdm", **overrides) -> UNetConfig:
-    spec = importlib.util.spec_from_file_location("unet_config", REPO / "configs" / "unet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return dataclasses.replace(UNetConfig.from_config_dict(module.get_config(variant)),
+    return dataclasses.replace(UNetConfig.from_config_dict(get_config("unet", variant)),
                                **overrides)
 
 

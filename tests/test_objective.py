@@ -6,7 +6,6 @@ gradients only for the trainable parameters, finite, and jit."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 
 import jax
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from t4a_jax.config_files import get_config
 from t4a_jax.diffusion import ConditionNoiseConfig, make_schedule
 from t4a_jax.models.unet import UNet, UNetConfig, is_trainable
 from t4a_jax.tracking.objective import (DEFAULT_TAP, StageOneBatch, StageOneLossConfig,
@@ -113,11 +113,8 @@ def test_config_from_dict_rejects_unknown_fields():
 
 
 def _small_mvvdm() -> UNet:
-    spec = importlib.util.spec_from_file_location("c", REPO / "configs" / "unet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     config = dataclasses.replace(
-        UNetConfig.from_config_dict(module.get_config("tiny_mvvdm")),
+        UNetConfig.from_config_dict(get_config("unet", "tiny_mvvdm")),
         block_out_channels=(16, 32), use_ip_adapter=False,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))

@@ -7,28 +7,23 @@ tracks there and scores low on noise."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import pathlib
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from t4a_jax.config_files import get_config
 from t4a_jax.data import procedural, synthetic
 from t4a_jax.render.gaussians import sh_from_rgb
 from t4a_jax.tracking import probe
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE, FRAMES, STRIDE = 64, 5, 2
 
 
 def _config(out, **overrides) -> ml_collections.ConfigDict:
-    spec = importlib.util.spec_from_file_location("probe_config", REPO / "configs" / "probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = get_config("probe")
     config.update(dict(out=str(out), size=SIZE, frames=FRAMES, stride=STRIDE, **overrides))
     return config
 

@@ -5,7 +5,6 @@ single-device ones, and a checkpoint read straight into its shards."""
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import jax
@@ -15,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from multidevice import run_on_devices
 from t4a_jax import sharding
+from t4a_jax.config_files import get_config
 from t4a_jax.models import abstract_model
 from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
                                  CLIPVisionModelWithProjection)
@@ -26,10 +26,7 @@ MESH = {"data": 2, "fsdp": 4}
 
 
 def _unet_config(variant: str) -> UNetConfig:
-    spec = importlib.util.spec_from_file_location("unet_config", REPO / "configs" / "unet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return UNetConfig.from_config_dict(module.get_config(variant))
+    return UNetConfig.from_config_dict(get_config("unet", variant))
 
 
 @pytest.mark.parametrize("axes, shape, expected", [
@@ -134,10 +131,9 @@ def test_sharded_mvvdm_equals_single_device_and_loads_sharded(tmp_path):
         from t4a_jax.models.unet import UNet, UNetConfig
 
         assert jax.device_count() == 8
-        spec = importlib.util.spec_from_file_location("c", "configs/unet.py")
-        module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
+        from t4a_jax.config_files import get_config
         config = dataclasses.replace(
-            UNetConfig.from_config_dict(module.get_config("tiny_mvvdm")),
+            UNetConfig.from_config_dict(get_config("unet", "tiny_mvvdm")),
             block_out_channels=(16, 32),
             down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
             up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))

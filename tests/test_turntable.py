@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -13,6 +12,7 @@ import plyfile
 import pytest
 import trimesh
 
+from t4a_jax.config_files import get_config
 from t4a_jax.render.builtin import builtin_object
 from t4a_jax.render.ply import save_ply
 from t4a_jax.turntable import load_asset, render_turntable
@@ -23,11 +23,7 @@ GREY = 0.498 * 255
 
 
 def turntable_config(arg: str | None = None):
-    spec = importlib.util.spec_from_file_location("turntable_config",
-                                                  REPO / "configs" / "turntable.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return get_config("turntable", arg)
 
 
 @pytest.fixture(scope="module")

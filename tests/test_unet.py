@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 
 import jax
@@ -15,6 +14,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from flax import nnx
 
+from t4a_jax.config_files import get_config
 from t4a_jax.models import abstract_model, load, save
 from t4a_jax.models.unet import CROSS_DOWN, CROSS_UP, UNet, UNetConfig
 from tools.convert_weights.core import ConversionError
@@ -35,10 +35,7 @@ CAPTURED = ("down_blocks.0.attentions.0", "mid_block.motion_modules.0",
 
 
 def unet_config(variant: str | None = None):
-    spec = importlib.util.spec_from_file_location("unet_config", REPO / "configs" / "unet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return get_config("unet", variant)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """The CLIP BPE tokenizer, offline and dependency-free: prompts -> token ids [N, 77].
 
 Reads SD1.5's `tokenizer/` folder (`vocab.json`, `merges.txt`, optionally
-`special_tokens_map.json` / `tokenizer_config.json` for the pad token) and reproduces
-transformers' `CLIPTokenizer` (5.x, the `tokenizers` pipeline):
+`special_tokens_map.json` / `tokenizer_config.json` for the pad token; `save` writes such
+a folder) and reproduces transformers' `CLIPTokenizer` (5.x, the `tokenizers` pipeline):
 
 1. special tokens (`<|startoftext|>`, `<|endoftext|>`) written in the text are kept whole;
 2. normalisation: NFC, every whitespace run -> one space, lowercase (no ftfy, no HTML
@@ -24,6 +24,8 @@ import unicodedata
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from t4a_jax.atomic import atomic_directory
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -151,6 +153,41 @@ class CLIPTokenizer:
                     value = json.load(fh).get("pad_token", pad)
                 pad = value["content"] if isinstance(value, dict) else (value or pad)
         return cls(vocab, merges, max_length=max_length, pad_token=pad, source=path)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the folder that `from_folder(path, max_length=self.max_length)` reads back
+        into an identical tokenizer (atomically): `vocab.json`, `merges.txt` (in rank
+        order, under a `#version: 0.2` line), and transformers' `special_tokens_map.json`
+        and `tokenizer_config.json` (special tokens, `model_max_length`).
+
+        Raises:
+          ValueError when BOS, EOS or unk are not CLIP's (`from_folder` reads only the pad
+          token from the folder, so it could not restore them).
+        """
+        clip_ids = {"bos": self.vocab.get(BOS_TOKEN), "eos": self.vocab.get(EOS_TOKEN),
+                    "unk": self.vocab.get(EOS_TOKEN)}
+        own_ids = {"bos": self.bos_id, "eos": self.eos_id, "unk": self.unk_id}
+        if own_ids != clip_ids:
+            raise ValueError(f"CLIPTokenizer.save({os.fspath(path)}): token ids {own_ids} "
+                             f"differ from CLIP's {clip_ids}; from_folder could not restore "
+                             f"them")
+        pad_token = next(token for token, i in self.vocab.items() if i == self.pad_id)
+        special = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "pad_token": pad_token,
+                   "unk_token": EOS_TOKEN}
+        files = {
+            "vocab.json": json.dumps(self.vocab, ensure_ascii=False),
+            "merges.txt": "".join(["#version: 0.2\n"] + [
+                f"{first} {second}\n" for first, second in sorted(self.ranks,
+                                                                  key=self.ranks.get)]),
+            "special_tokens_map.json": json.dumps(special, indent=2),
+            "tokenizer_config.json": json.dumps(
+                {**special, "model_max_length": self.max_length,
+                 "tokenizer_class": "CLIPTokenizer"}, indent=2),
+        }
+        with atomic_directory(path) as tmp:
+            for name, text in files.items():
+                with open(os.path.join(tmp, name), "w", encoding="utf-8") as fh:
+                    fh.write(text)
 
     def _bpe(self, piece: str) -> list[int]:
         """One pre-tokenised piece -> its BPE token ids (cached)."""

@@ -16,17 +16,16 @@ similarity heatmaps (`out/heatmap_<block>.png`: the frames with the tracked poin
 each frame's cosine-similarity map to its frame-1 descriptor) for the configured tap
 and the best-scoring block.
 
-Models: `models` is a directory of converted checkpoints (`python -m tools.convert_weights
-... --kind pipeline` or `mvvdm` output) holding `unet/` and `vae/`, and optionally
-`text_encoder/` with `tokenizer/` (else the text tokens are zeros, the empty prompt's
-stand-in). Empty `models` builds a random tiny MV-VDM and VAE (the demo: it runs end to
-end, and its random features track poorly). Empty `data` generates a small synthetic set
-in `out/data` first.
+Models: `models` is a model directory (`t4a_jax.models.load_bundle`: the output of
+`python -m tools.convert_weights ... --kind pipeline`, or the training program's export)
+holding `unet/` and `vae/`, and optionally `text_encoder/` with `tokenizer/` (else the text
+tokens are zeros, the empty prompt's stand-in). Empty `models` builds a random tiny MV-VDM
+and VAE (the demo: it runs end to end, and its random features track poorly). Empty `data`
+generates a small synthetic set in `out/data` first.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Any, Sequence
@@ -42,9 +41,9 @@ from PIL import Image
 
 from t4a_jax import models
 from t4a_jax.atomic import atomic_write
+from t4a_jax.config_files import config_path, get_config
 from t4a_jax.data.mvvideo import Clip, MVVideoConfig, load_example, read_index
 from t4a_jax.diffusion import add_noise, make_schedule
-from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.models.unet import UNet, UNetConfig
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from t4a_jax.tracking.feature_tracker import (resize_features, similarity_maps,
@@ -52,45 +51,21 @@ from t4a_jax.tracking.feature_tracker import (resize_features, similarity_maps,
 from t4a_jax.tracking.losses import sample_descriptors
 from t4a_jax.tracking.metrics import tapvid_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METRICS = ("average_pts_within_thresh", "average_jaccard", "occlusion_accuracy")
 
 
-@dataclasses.dataclass
-class ProbeModels:
-    unet: UNet
-    vae: AutoencoderKL
-    text_encoder: Any | None
-    tokenizer: CLIPTokenizer | None
-
-
-def load_models(config: ml_collections.ConfigDict) -> ProbeModels:
-    """The converted checkpoints under `config.models`, or a random tiny MV-VDM + VAE."""
+def load_models(config: ml_collections.ConfigDict) -> models.ModelBundle:
+    """The converted checkpoints under `config.models` (`unet/` and `vae/` required, the
+    text encoder and tokenizer if present), or a random tiny MV-VDM + VAE."""
     if not config.models:
-        unet_config = _tiny_unet_config()
-        return ProbeModels(UNet(unet_config, rngs=nnx.Rngs(config.seed)),
-                           AutoencoderKL(VAEConfig.tiny(), rngs=nnx.Rngs(config.seed + 1)),
-                           None, None)
-    path = lambda name: os.path.join(config.models, name)
-    for name in ("unet", "vae"):
-        if not os.path.isdir(path(name)):
-            raise FileNotFoundError(f"config.models={config.models!r}: no {name}/ checkpoint "
-                                    f"(expected the output of python -m tools.convert_weights)")
-    text_encoder = tokenizer = None
-    if os.path.isdir(path("text_encoder")):
-        text_encoder = models.load(path("text_encoder"))
-        tokenizer = CLIPTokenizer.from_folder(path("tokenizer"))
-    return ProbeModels(models.load(path("unet")), models.load(path("vae")), text_encoder,
-                       tokenizer)
+        return models.ModelBundle(
+            unet=UNet(_tiny_unet_config(), rngs=nnx.Rngs(config.seed)),
+            vae=AutoencoderKL(VAEConfig.tiny(), rngs=nnx.Rngs(config.seed + 1)))
+    return models.load_bundle(config.models, require=("unet", "vae"))
 
 
 def _tiny_unet_config() -> UNetConfig:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("unet_config",
-                                                  os.path.join(REPO, "configs", "unet.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return UNetConfig.from_config_dict(module.get_config("tiny_mvvdm"))
+    return UNetConfig.from_config_dict(get_config("unet", "tiny_mvvdm"))
 
 
 def load_clip(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -112,8 +87,8 @@ def load_clip(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return example
 
 
-def block_features(probe_models: ProbeModels, example: dict[str, Any], timestep: int,
-                   seed: int) -> dict[str, jax.Array]:
+def block_features(probe_models: models.ModelBundle, example: dict[str, Any],
+                   timestep: int, seed: int) -> dict[str, jax.Array]:
     """{block name: features [V, F, h, w, C]} of one noised denoiser pass over the clip."""
     unet, vae = probe_models.unet, probe_models.vae
     frames = jnp.asarray(example["frames"])                        # [V, F, S, S, 3]
@@ -140,7 +115,7 @@ def block_features(probe_models: ProbeModels, example: dict[str, Any], timestep:
     return {name: features[name] for name in names}          # U-Net order
 
 
-def _text_states(probe_models: ProbeModels, prompt: str, dim: int) -> jax.Array:
+def _text_states(probe_models: models.ModelBundle, prompt: str, dim: int) -> jax.Array:
     if probe_models.text_encoder is None:
         return jnp.zeros((1, 77, dim))
     ids = jnp.asarray(probe_models.tokenizer([prompt]))
@@ -246,6 +221,6 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", os.path.join(REPO, "configs", "probe.py"),
+    config_flags.DEFINE_config_file("config", config_path("probe"),
                                     "ml_collections config file (configs/probe.py)")
     app.run(main)

@@ -16,7 +16,6 @@ fails the conversion with a `ConversionError` naming it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import time
@@ -25,6 +24,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from t4a_jax.config_files import get_config
 from t4a_jax.models.transformer import sinusoidal_table
 from t4a_jax.models.unet import UNetConfig, trainable_filter
 from tools.convert_weights.animate3d import convert_animate3d
@@ -60,10 +60,7 @@ def synthetic_checkpoints(config: UNetConfig) -> tuple[dict, dict, dict]:
 
 
 def main() -> None:
-    spec = importlib.util.spec_from_file_location("unet_config", REPO / "configs" / "unet.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = UNetConfig.from_config_dict(module.get_config("mvvdm"))
+    config = UNetConfig.from_config_dict(get_config("unet", "mvvdm"))
     base, motion, ip = synthetic_checkpoints(config)
     print(f"synthetic checkpoints: MVDream U-Net {len(base)} tensors, Animate3D motion "
           f"{len(motion)}, IP-Adapter {len(ip['image_proj'])} + {len(ip['ip_adapter'])}")

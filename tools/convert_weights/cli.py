@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -65,6 +64,7 @@ import numpy as np
 from flax import nnx
 
 from t4a_jax.atomic import atomic_directory
+from t4a_jax.config_files import get_config
 from t4a_jax.models import save
 from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
@@ -458,12 +458,8 @@ def convert_mvvdm(args: argparse.Namespace) -> Result:
 
 
 def _unet_config(variant: str):
-    """`configs/unet.py:<variant>` of this repository (configs/ is not a package)."""
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "unet.py")
-    spec = importlib.util.spec_from_file_location("t4a_configs_unet", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    """`configs/unet.py:<variant>` of this repository."""
+    return get_config("unet", variant)
 
 
 def _mvvdm_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,206 @@
+"""Model directories (`t4a_jax.models.load_bundle` / `save_bundle`, `CLIPTokenizer.save`)
+and `python -m t4a_jax.sample` on a tiny random MV-VDM bundle: round trips of every
+parameter and the tokenizer, errors naming the missing component, the written video
+(frames, the views side by side, the per-view files), determinism for a seed, and errors
+for a missing checkpoint or object and a size the U-Net cannot take."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs.unet import get_config
+from t4a_jax import sample
+from t4a_jax.models import ModelBundle, load_bundle, save_bundle
+from t4a_jax.models.bundle import COMPONENTS
+from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
+                                 CLIPVisionModelWithProjection)
+from t4a_jax.models.io import abstract_model, save
+from t4a_jax.models.tokenizer import BOS_TOKEN, EOS_TOKEN, CLIPTokenizer, bytes_to_unicode
+from t4a_jax.models.unet import UNet, UNetConfig
+from t4a_jax.models.vae import AutoencoderKL, VAEConfig
+from t4a_jax.video import read_video
+
+V, F, SIZE, STEPS = 4, 4, 32, 2
+PROMPTS = ["a dog is running", "Dogs run!", "a cat"]
+
+
+def _tokenizer(max_length: int = 16, **kwargs) -> CLIPTokenizer:
+    """The byte alphabet with and without `</w>` and two merges ('d o', 'do g</w>')."""
+    alphabet = list(bytes_to_unicode().values())
+    tokens = (alphabet + [c + "</w>" for c in alphabet] + ["do", "dog</w>"]
+              + [BOS_TOKEN, EOS_TOKEN])
+    return CLIPTokenizer({t: i for i, t in enumerate(tokens)}, [("d", "o"), ("do", "g</w>")],
+                         max_length=max_length, **kwargs)
+
+
+def _random_model(build: Callable[[nnx.Rngs], nnx.Module], seed: int) -> nnx.Module:
+    """`build`'s module with every value drawn from N(0, 0.1^2) in NumPy (eager
+    initialisation would compile per parameter shape, ~30 s for these models)."""
+    graphdef, state = nnx.split(abstract_model(build))
+    rng = np.random.default_rng(seed)
+    return nnx.merge(graphdef, jax.tree.map(
+        lambda x: jnp.asarray(rng.normal(0.0, 0.1, x.shape), x.dtype), state))
+
+
+def _params(model: nnx.Module) -> dict:
+    return {path: np.asarray(value) for path, value in
+            jax.tree_util.tree_leaves_with_path(nnx.state(model))}
+
+
+@pytest.fixture(scope="module")
+def bundle() -> ModelBundle:
+    """A two-level MV-VDM U-Net with every part on (cameras, multi-view attention, I2V,
+    IP-Adapter, spatio-temporal motion modules) and the tiny VAE and CLIP towers."""
+    config = get_config("tiny")
+    config.update(use_camera_embedding=True, multiview_attention=True, use_i2v=True,
+                  use_ip_adapter=True, spatio_temporal=True, image_embed_dim=24)
+    unet_config = UNetConfig.from_config_dict(config)
+    return ModelBundle(
+        unet=_random_model(lambda rngs: UNet(unet_config, rngs=rngs), 0),
+        vae=_random_model(lambda rngs: AutoencoderKL(VAEConfig.tiny(), rngs=rngs), 1),
+        text_encoder=_random_model(lambda rngs: CLIPTextModel(CLIPTextConfig.tiny(),
+                                                              rngs=rngs), 2),
+        tokenizer=_tokenizer(),
+        image_encoder=_random_model(lambda rngs: CLIPVisionModelWithProjection(
+            CLIPVisionConfig.tiny(), rngs=rngs), 3))
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(bundle, tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("bundle") / "models")
+    save_bundle(bundle, path)
+    return path
+
+
+def _copy_without(bundle_dir: str, tmp_path, *names: str) -> str:
+    copy = str(tmp_path / "models")
+    shutil.copytree(bundle_dir, copy)
+    for name in names:
+        shutil.rmtree(os.path.join(copy, name))
+    return copy
+
+
+def test_tokenizer_save_round_trip(tmp_path):
+    tokenizer = _tokenizer(pad_token=BOS_TOKEN)
+    tokenizer.save(tmp_path / "tokenizer")
+    restored = CLIPTokenizer.from_folder(tmp_path / "tokenizer", max_length=16)
+    assert restored.vocab == tokenizer.vocab and restored.ranks == tokenizer.ranks
+    assert restored.pad_id == tokenizer.vocab[BOS_TOKEN]
+    np.testing.assert_array_equal(restored(PROMPTS), tokenizer(PROMPTS))
+    assert tokenizer.vocab["dog</w>"] in tokenizer(["dog"])[0]      # the merges applied
+    with pytest.raises(ValueError, match="from_folder could not restore"):
+        _tokenizer(unk_token=BOS_TOKEN).save(tmp_path / "other")
+    assert sorted(os.listdir(tmp_path)) == ["tokenizer"]
+
+
+def test_bundle_round_trip(bundle, bundle_dir):
+    assert sorted(os.listdir(bundle_dir)) == sorted(COMPONENTS)
+    loaded = load_bundle(bundle_dir)
+    for name in ("unet", "vae", "text_encoder", "image_encoder"):
+        model, restored = getattr(bundle, name), getattr(loaded, name)
+        assert type(restored) is type(model) and restored.config == model.config, name
+        expected, got = _params(model), _params(restored)
+        assert got.keys() == expected.keys(), name
+        for path, value in expected.items():
+            np.testing.assert_array_equal(got[path], value, err_msg=f"{name} {path}")
+    assert loaded.tokenizer.max_length == CLIPTextConfig.tiny().max_position_embeddings
+    np.testing.assert_array_equal(loaded.tokenizer(PROMPTS), bundle.tokenizer(PROMPTS))
+
+
+def test_load_bundle_names_what_is_missing(bundle, bundle_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere: no such model directory"):
+        load_bundle(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="unknown components"):
+        load_bundle(bundle_dir, require=("unet", "scheduler"))
+    no_vae = _copy_without(bundle_dir, tmp_path / "a", "vae")
+    with pytest.raises(FileNotFoundError, match=f"{no_vae}: no vae/ \\(required"):
+        load_bundle(no_vae)
+    # The IP-Adapter U-Net needs the image encoder for sampling; the probe's require does not.
+    no_image = _copy_without(bundle_dir, tmp_path / "b", "image_encoder")
+    with pytest.raises(FileNotFoundError, match="no image_encoder/ .*use_ip_adapter"):
+        load_bundle(no_image)
+    assert load_bundle(no_image, require=("unet", "vae")).image_encoder is None
+    no_text = _copy_without(bundle_dir, tmp_path / "c", "text_encoder", "image_encoder")
+    with pytest.raises(FileNotFoundError, match="no text_encoder/ .*go together"):
+        load_bundle(no_text, require=("unet", "vae"))
+    shutil.rmtree(os.path.join(no_text, "tokenizer"))
+    minimal = load_bundle(no_text, require=("unet", "vae"))
+    assert minimal.text_encoder is None and minimal.tokenizer is None
+    # A text encoder of the wrong width is refused, naming both sizes.
+    wrong_config = dataclasses.replace(CLIPTextConfig.tiny(), hidden_size=16)
+    wrong = _random_model(lambda rngs: CLIPTextModel(wrong_config, rngs=rngs), 4)
+    save(wrong, os.path.join(no_image, "text_encoder"))
+    with pytest.raises(ValueError, match="tokens of 16, unet/ has cross_attention_dim 32"):
+        load_bundle(no_image, require=("unet", "vae"))
+
+
+def _argv(bundle_dir: str, out, *extra: str) -> list[str]:
+    return ["--checkpoint", bundle_dir, "--object", sample.BUILTIN, "--prompt", PROMPTS[0],
+            "--out", str(out), "--views", str(V), "--frames", str(F), "--size", str(SIZE),
+            "--steps", str(STEPS), "--tile_capacity", "4096", *extra]
+
+
+@pytest.fixture(scope="module")
+def videos(bundle_dir, tmp_path_factory) -> dict[str, np.ndarray]:
+    """Decoded videos of three runs: seed 0 with --per_view, seed 0 again, seed 1."""
+    out = tmp_path_factory.mktemp("sample")
+    runs = {"first": ("0", "--per_view"), "again": ("0",), "other": ("1",)}
+    decoded = {}
+    for name, (seed, *extra) in runs.items():
+        assert sample.main(_argv(bundle_dir, out / f"{name}.mp4", "--seed", seed, *extra)) == 0
+        decoded[name] = read_video(out / f"{name}.mp4")
+    for k, path in enumerate(sample.view_paths(str(out / "first.mp4"), V)):
+        decoded[f"view{k}"] = read_video(path)
+    assert sorted(os.listdir(out)) == sorted(
+        ["first.mp4", "again.mp4", "other.mp4"] + [f"first_view{k}.mp4" for k in range(V)])
+    return decoded
+
+
+def test_sample_writes_the_views_side_by_side(videos):
+    tiled = videos["first"]
+    assert tiled.shape == (F, SIZE, V * SIZE, 3)
+    assert tiled.std() > 1.0
+    for k in range(V):
+        view = videos[f"view{k}"]
+        assert view.shape == (F, SIZE, SIZE, 3)
+        tile = tiled[:, :, k * SIZE:(k + 1) * SIZE].astype(np.float32)
+        assert np.abs(view.astype(np.float32) - tile).mean() < 4.0, k   # codec loss only
+
+
+def test_sample_is_deterministic_for_a_seed(videos):
+    np.testing.assert_array_equal(videos["again"], videos["first"])
+    assert np.abs(videos["other"].astype(np.float32) - videos["first"]).mean() > 1.0
+
+
+def test_tile_views_orders_views_left_to_right():
+    video = np.arange(2 * 3 * 4 * 5 * 3).reshape(2, 3, 4, 5, 3)
+    tiled = sample.tile_views(video)
+    assert tiled.shape == (3, 4, 10, 3)
+    np.testing.assert_array_equal(tiled[:, :, 5:], video[1])
+
+
+def test_sample_errors_name_the_problem(bundle_dir, tmp_path, capsys):
+    def error(*argv: str) -> str:
+        assert sample.main(list(argv)) == 1
+        return capsys.readouterr().err
+
+    out = tmp_path / "x.mp4"
+    missing = str(tmp_path / "missing")
+    assert missing in error(*_argv(missing, out))
+    args = _argv(bundle_dir, out)
+    args[args.index("--object") + 1] = str(tmp_path / "nothing.ply")
+    assert f"{tmp_path / 'nothing.ply'}: no such file" in error(*args)
+    assert ("--size 30 must be a multiple of 4 (VAE downsampling 2 x U-Net downsampling 2)"
+            in error(*_argv(bundle_dir, out, "--size", "30")))
+    assert "--out" in error(*_argv(bundle_dir, tmp_path / "x.avi"))
+    assert "--frames 1 must be >= 2" in error(*_argv(bundle_dir, out, "--frames", "1"))
+    assert not os.listdir(tmp_path)
