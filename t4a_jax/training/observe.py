@@ -1,0 +1,100 @@
+"""What a training run shows: the console progress line, TensorBoard scalars and the
+sample multi-view videos of held-out objects.
+
+Metrics reach the host one step late (the step's scalars are fetched after the next
+step has been dispatched), so logging never stalls the device queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from t4a_jax.data.mvvideo import MVVideoConfig, choose_clip, load_example, read_index
+from t4a_jax.video import write_video
+
+SHOWN = ("loss", "diffusion", "correspondence", "position")
+
+
+class Progress:
+    """Averages the scalars over a logging window; formats the console line and writes
+    TensorBoard scalars (process 0 only)."""
+
+    def __init__(self, workdir: str, total_steps: int, global_batch_size: int,
+                 start_step: int, enabled: bool = True):
+        self.total, self.batch = total_steps, global_batch_size
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+            self.writer = SummaryWriter(os.path.join(workdir, "tb"))
+        self._window: list[dict[str, float]] = []
+        self._t0, self._s0 = time.perf_counter(), start_step
+        self.history: list[tuple[int, dict[str, float]]] = []
+
+    def add(self, step: int, metrics: dict[str, float]) -> None:
+        self._window.append(metrics)
+        self.history.append((step, metrics))
+
+    def flush(self, step: int) -> str | None:
+        """Log the window ending at `step` (1-based count of updates done)."""
+        if not self._window:
+            return None
+        mean = {k: float(np.mean([m[k] for m in self._window])) for k in self._window[0]}
+        self._window = []
+        now = time.perf_counter()
+        steps_per_s = (step - self._s0) / max(now - self._t0, 1e-9)
+        self._t0, self._s0 = now, step
+        eta = datetime.timedelta(seconds=int((self.total - step) / max(steps_per_s, 1e-9)))
+        line = (f"step {step}/{self.total} | "
+                + " ".join(f"{k} {mean[k]:.4g}" for k in SHOWN)
+                + f" | grad_norm {mean['grad_norm']:.3g} lr {mean['lr']:.3g}"
+                + f" | {steps_per_s:.2f} steps/s {steps_per_s * self.batch:.2f} samples/s"
+                + f" | ETA {eta}")
+        logging.info(line)
+        if self.writer is not None:
+            for k, v in mean.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+            self.writer.add_scalar("perf/steps_per_s", steps_per_s, step)
+            self.writer.add_scalar("perf/samples_per_s", steps_per_s * self.batch, step)
+            self.writer.flush()
+        return line
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def heldout_examples(root: str, data: MVVideoConfig, count: int) -> list[dict[str, Any]]:
+    """The first `count` items of a held-out MV-Video folder, each with a fixed clip
+    (condition frame, cameras, prompt)."""
+    items, _ = read_index(root, data.num_views)
+    examples = []
+    for item in items[:count]:
+        clip = choose_clip(item, data, np.random.default_rng([0, item.index]))
+        examples.append(load_example(item, clip, dataclasses.replace(data, root=root)))
+    return examples
+
+
+def write_samples(videos: np.ndarray, examples: list[dict[str, Any]], step: int,
+                  workdir: str, fps: float, writer=None) -> list[str]:
+    """videos [B, V, F, H, W, 3] in [0, 1] -> one grid video per run of samples (rows:
+    objects, columns: views) as mp4 and gif in WORKDIR/samples, and to TensorBoard."""
+    b, v, f, h, w, _ = videos.shape
+    grid = videos.transpose(2, 0, 3, 1, 4, 5).reshape(f, b * h, v * w, 3)
+    folder = os.path.join(workdir, "samples")
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, f"step_{step:08d}.{ext}") for ext in ("mp4", "gif")]
+    for path in paths:
+        write_video(path, grid, fps=fps)
+    with open(os.path.join(folder, f"step_{step:08d}.txt"), "w") as fh:
+        fh.write("\n".join(f"{e['uid']}/{e['anim']}: {e['prompt']}" for e in examples) + "\n")
+    if writer is not None:
+        writer.add_video("samples", grid.transpose(0, 3, 1, 2)[None], step, fps=int(fps))
+        writer.flush()
+    return paths
