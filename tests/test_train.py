@@ -1,7 +1,8 @@
 """Stage One training (`t4a_jax.train`) on a micro config: the sharded step equals the
 one-device step, a run restored in a new process continues exactly, frozen parameters
-stay bit-identical while trainable ones move, a single object is overfitted, and bad
-configs fail before compiling.
+stay bit-identical while trainable ones move, a single object is overfitted, bad
+configs fail before compiling, a SIGTERM saves and stops, a non-finite loss stops (or is
+skipped) naming the step and the batch.
 
 Every run here uses one micro config (two-level MV-VDM at channels (16, 32), 16x16
 images, 4 views x 4 frames, batch 2, tiny VAE / CLIP towers, a one-object synthetic set
@@ -223,3 +224,41 @@ def test_overfits_a_single_object(data_root, tmp_path):
     assert after["loss"] < 0.8 * before["loss"], (before, after)
     for part in ("diffusion", "correspondence", "position"):
         assert after[part] < before[part], (part, before, after)
+
+
+def test_sigterm_saves_and_stops_at_the_next_step(data_root, tmp_path, monkeypatch):
+    """A SIGTERM arriving during step 2 (here: sent while its batch is placed) lets the
+    step finish, saves it, and ends the run normally; the old handler is back after."""
+    import signal
+
+    import t4a_jax.train as train_module
+    placed = []
+
+    def place_and_preempt(batch, mesh):
+        placed.append(1)
+        if len(placed) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return train_module.shard_batch.__wrapped__(batch, mesh)
+
+    place_and_preempt.__wrapped__ = train_module.shard_batch
+    monkeypatch.setattr(train_module, "shard_batch", place_and_preempt)
+    before = signal.getsignal(signal.SIGTERM)
+    out = train_module.train(micro_config(data_root, **{"checkpoint.every_steps": 3}),
+                             str(tmp_path / "preempted"))
+    assert out["stopped"] == "sigterm" and out["step"] == 2, out
+    assert out["checkpoint"] == 2, out           # saved at the stop, not at every_steps
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_non_finite_loss_stops_or_skips(data_root, tmp_path):
+    """With an absurd learning rate the first update blows the parameters up: step 2's
+    loss is not finite. The run stops naming the step, the batch and the last good
+    checkpoint, or with skip_nonfinite counts the skipped updates and finishes."""
+    from t4a_jax.train import NonFiniteLoss, train
+    config = micro_config(data_root, **{"optimizer.lr": 1e30, "checkpoint.every_steps": 3})
+    with pytest.raises(NonFiniteLoss, match=r"at step 2 \(batch synth_0000/anim_0.*"
+                                            r"last good checkpoint: step None"):
+        train(config, str(tmp_path / "stop"))
+    config.skip_nonfinite = True
+    out = train(config, str(tmp_path / "skip"))
+    assert out["stopped"] == "done" and out["step"] == 4 and out["skipped"] == 3, out

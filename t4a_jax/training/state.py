@@ -311,7 +311,7 @@ def make_train_step(parts: Parts, tx: optax.GradientTransformation, lr_schedule:
         grads = jax.tree.map(lambda g: g / accum, grads)
         metrics = {k: v.astype(jnp.float32) / accum for k, v in parts_sum.items()}
         metrics["tracked_points"] = metrics["tracked_points"] * accum   # a sum, not a mean
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
