@@ -17,29 +17,19 @@ and, where there are several, the one-device baseline run in the same process.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import pathlib
 import statistics
 import time
 
 import jax
 import numpy as np
 
+from t4a_jax.config_files import get_config
+from t4a_jax.data.loader import shard_batch
 from t4a_jax.diffusion import make_schedule
 from t4a_jax.sharding import make_mesh
 from t4a_jax.tracking.objective import StageOneLossConfig
 from t4a_jax.training import state as ts
-from t4a_jax.data.loader import shard_batch
-
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def stage1_config(variant: str | None):
-    spec = importlib.util.spec_from_file_location("stage1", REPO / "configs" / "stage1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
 
 
 def random_batch(config, batch: int, tokenizer) -> dict[str, np.ndarray]:
@@ -98,7 +88,7 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[],
                         help="config key=value (python literal), e.g. remat=False")
     args = parser.parse_args()
-    config = stage1_config(None if args.full else "tiny")
+    config = get_config("stage1", None if args.full else "tiny")
     if args.full:
         config.random_init.encoders = "full"
     for item in args.override:

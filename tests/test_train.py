@@ -12,9 +12,7 @@ cache (`JAX_COMPILATION_CACHE_DIR`, shared with the subprocesses) serves the res
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -24,17 +22,12 @@ from flax import nnx
 
 from multidevice import run_on_devices
 from t4a_jax import models as model_io
+from t4a_jax.config_files import get_config
 from t4a_jax.data import synthetic
 from t4a_jax.models.unet import is_trainable
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
 def stage1_config(variant=None):
-    spec = importlib.util.spec_from_file_location("stage1", REPO / "configs" / "stage1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return get_config("stage1", variant)
 
 
 def micro_config(data_root: str, **overrides):
