@@ -255,3 +255,33 @@ def test_non_finite_loss_stops_or_skips(data_root, tmp_path):
     config.skip_nonfinite = True
     out = train(config, str(tmp_path / "skip"))
     assert out["stopped"] == "done" and out["step"] == 4 and out["skipped"] == 3, out
+
+
+def test_sample_videos_go_to_files_and_tensorboard(tmp_path):
+    """Sample videos: a grid (rows objects, columns views) as mp4 + gif + prompts, and an
+    animated GIF image summary in TensorBoard (no moviepy needed)."""
+    import glob
+    import struct
+
+    from tensorboardX import SummaryWriter
+    from tensorboardX.proto import event_pb2
+
+    from t4a_jax.training import observe
+    from t4a_jax.video import read_video
+    videos = np.random.default_rng(0).uniform(size=(2, 3, 5, 16, 16, 3)).astype(np.float32)
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    examples = [{"uid": "u0", "anim": "a", "prompt": "p0"}, {"uid": "u1", "anim": "a",
+                                                            "prompt": "p1"}]
+    paths = observe.write_samples(videos, examples, 7, str(tmp_path), 8, writer)
+    writer.close()
+    assert read_video(paths[0]).shape == (5, 32, 48, 3)
+    assert (tmp_path / "samples" / "step_00000007.txt").read_text() == "u0/a: p0\nu1/a: p1\n"
+    data = open(glob.glob(str(tmp_path / "tb" / "*"))[0], "rb").read()
+    images, offset = [], 0
+    while offset < len(data):                      # TFRecord framing of the event file
+        length = struct.unpack("<Q", data[offset:offset + 8])[0]
+        event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+        offset += 16 + length
+        images += [(event.step, v.tag, v.image.height, v.image.width,
+                    v.image.encoded_image_string[:6]) for v in event.summary.value]
+    assert images == [(7, "samples", 32, 48, b"GIF89a")]

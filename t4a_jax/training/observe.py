@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 from absl import logging
+from tensorboardX import SummaryWriter
+from tensorboardX.proto.summary_pb2 import Summary
 
+from t4a_jax.atomic import atomic_write
 from t4a_jax.data.mvvideo import MVVideoConfig, choose_clip, load_example, read_index
 from t4a_jax.video import write_video
 
@@ -31,7 +34,6 @@ class Progress:
         self.total, self.batch = total_steps, global_batch_size
         self.writer = None
         if enabled:
-            from tensorboardX import SummaryWriter
             self.writer = SummaryWriter(os.path.join(workdir, "tb"))
         self._window: list[dict[str, float]] = []
         self._t0, self._s0 = time.perf_counter(), start_step
@@ -92,9 +94,19 @@ def write_samples(videos: np.ndarray, examples: list[dict[str, Any]], step: int,
     paths = [os.path.join(folder, f"step_{step:08d}.{ext}") for ext in ("mp4", "gif")]
     for path in paths:
         write_video(path, grid, fps=fps)
-    with open(os.path.join(folder, f"step_{step:08d}.txt"), "w") as fh:
-        fh.write("\n".join(f"{e['uid']}/{e['anim']}: {e['prompt']}" for e in examples) + "\n")
+    with atomic_write(os.path.join(folder, f"step_{step:08d}.txt")) as fh:
+        fh.write(("\n".join(f"{e['uid']}/{e['anim']}: {e['prompt']}" for e in examples)
+                  + "\n").encode())
     if writer is not None:
-        writer.add_video("samples", grid.transpose(0, 3, 1, 2)[None], step, fps=int(fps))
+        with open(paths[1], "rb") as gif:
+            add_gif(writer, "samples", gif.read(), b * h, v * w, step)
         writer.flush()
     return paths
+
+
+def add_gif(writer, tag: str, gif: bytes, height: int, width: int, step: int) -> None:
+    """An animated GIF as a TensorBoard image summary (what `add_video` writes, without
+    tensorboardX's optional moviepy encoder: the GIF is already encoded)."""
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]),
+                                          step)
