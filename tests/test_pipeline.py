@@ -5,7 +5,7 @@ compilation for several runs; render_condition_views."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -13,16 +13,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs.unet import get_config
 from t4a_jax import render
 from t4a_jax.diffusion import pipeline
 from t4a_jax.diffusion.pipeline import render_condition_views, sample_multiview_video
-from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
-                                 CLIPVisionModelWithProjection, preprocess_images)
-from t4a_jax.models.io import abstract_model
+from t4a_jax.models.clip import preprocess_images
 from t4a_jax.models.tokenizer import CLIPTokenizer, bytes_to_unicode
-from t4a_jax.models.unet import UNet, UNetConfig
-from t4a_jax.models.vae import AutoencoderKL, VAEConfig
+from t4a_jax.models.unet import UNet
+from tiny_models import tiny_mvvdm_models
 
 B, V, F, SIZE, STEPS = 2, 2, 3, 16, 3
 PROMPTS = ["a dog is running", "a cat jumps"]
@@ -35,41 +32,11 @@ def _tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer({t: i for i, t in enumerate(tokens)}, [], max_length=16)
 
 
-def _random_model(build: Callable[[nnx.Rngs], nnx.Module], seed: int) -> nnx.Module:
-    """`build`'s module with random weights drawn in NumPy (no per-shape compilation):
-    matrices and kernels N(0, 1/fan_in), norm scales N(1, 0.1^2), other vectors
-    N(0, 0.1^2) (so every zero-initialised layer, such as the I2V output projection, is
-    active)."""
-    graphdef, state = nnx.split(abstract_model(build))
-    rng = np.random.default_rng(seed)
-
-    def draw(path: tuple, leaf: Any) -> jax.Array:
-        if len(leaf.shape) >= 2:
-            value = rng.normal(0, np.prod(leaf.shape[:-1]) ** -0.5, leaf.shape)
-        else:
-            is_scale = any(getattr(key, "key", None) == "scale" for key in path)
-            value = rng.normal(0, 0.1, leaf.shape) + is_scale
-        return jnp.asarray(value, jnp.float32)
-
-    return nnx.merge(graphdef, jax.tree_util.tree_map_with_path(draw, state))
-
-
 @pytest.fixture(scope="module")
 def models() -> dict[str, Any]:
     """A two-level MV-VDM U-Net with every part on (cameras, multi-view attention, I2V,
     IP-Adapter, spatio-temporal motion modules), the tiny VAE and CLIP towers."""
-    config = get_config("tiny")
-    config.update(use_camera_embedding=True, multiview_attention=True, use_i2v=True,
-                  use_ip_adapter=True, spatio_temporal=True, image_embed_dim=24)
-    unet_config = UNetConfig.from_config_dict(config)
-    return dict(
-        unet=_random_model(lambda rngs: UNet(unet_config, rngs=rngs), 0),
-        vae=_random_model(lambda rngs: AutoencoderKL(VAEConfig.tiny(), rngs=rngs), 1),
-        text_encoder=_random_model(lambda rngs: CLIPTextModel(CLIPTextConfig.tiny(),
-                                                              rngs=rngs), 2),
-        image_encoder=_random_model(lambda rngs: CLIPVisionModelWithProjection(
-            CLIPVisionConfig.tiny(), rngs=rngs), 3),
-        tokenizer=_tokenizer())
+    return tiny_mvvdm_models(_tokenizer())
 
 
 @pytest.fixture(scope="module")

@@ -9,25 +9,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from configs.unet import get_config
 from t4a_jax import sample
 from t4a_jax.models import ModelBundle, load_bundle, save_bundle
 from t4a_jax.models.bundle import COMPONENTS
-from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
-                                 CLIPVisionModelWithProjection)
-from t4a_jax.models.io import abstract_model, save
+from t4a_jax.models.clip import CLIPTextConfig, CLIPTextModel
+from t4a_jax.models.io import save
 from t4a_jax.models.tokenizer import BOS_TOKEN, EOS_TOKEN, CLIPTokenizer, bytes_to_unicode
-from t4a_jax.models.unet import UNet, UNetConfig
-from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from t4a_jax.video import read_video
+from tiny_models import random_model, tiny_mvvdm_models
 
 V, F, SIZE, STEPS = 4, 4, 32, 2
 PROMPTS = ["a dog is running", "Dogs run!", "a cat"]
@@ -42,15 +37,6 @@ def _tokenizer(max_length: int = 16, **kwargs) -> CLIPTokenizer:
                          max_length=max_length, **kwargs)
 
 
-def _random_model(build: Callable[[nnx.Rngs], nnx.Module], seed: int) -> nnx.Module:
-    """`build`'s module with every value drawn from N(0, 0.1^2) in NumPy (eager
-    initialisation would compile per parameter shape, ~30 s for these models)."""
-    graphdef, state = nnx.split(abstract_model(build))
-    rng = np.random.default_rng(seed)
-    return nnx.merge(graphdef, jax.tree.map(
-        lambda x: jnp.asarray(rng.normal(0.0, 0.1, x.shape), x.dtype), state))
-
-
 def _params(model: nnx.Module) -> dict:
     return {path: np.asarray(value) for path, value in
             jax.tree_util.tree_leaves_with_path(nnx.state(model))}
@@ -60,18 +46,7 @@ def _params(model: nnx.Module) -> dict:
 def bundle() -> ModelBundle:
     """A two-level MV-VDM U-Net with every part on (cameras, multi-view attention, I2V,
     IP-Adapter, spatio-temporal motion modules) and the tiny VAE and CLIP towers."""
-    config = get_config("tiny")
-    config.update(use_camera_embedding=True, multiview_attention=True, use_i2v=True,
-                  use_ip_adapter=True, spatio_temporal=True, image_embed_dim=24)
-    unet_config = UNetConfig.from_config_dict(config)
-    return ModelBundle(
-        unet=_random_model(lambda rngs: UNet(unet_config, rngs=rngs), 0),
-        vae=_random_model(lambda rngs: AutoencoderKL(VAEConfig.tiny(), rngs=rngs), 1),
-        text_encoder=_random_model(lambda rngs: CLIPTextModel(CLIPTextConfig.tiny(),
-                                                              rngs=rngs), 2),
-        tokenizer=_tokenizer(),
-        image_encoder=_random_model(lambda rngs: CLIPVisionModelWithProjection(
-            CLIPVisionConfig.tiny(), rngs=rngs), 3))
+    return ModelBundle(**tiny_mvvdm_models(_tokenizer()))
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +112,7 @@ def test_load_bundle_names_what_is_missing(bundle, bundle_dir, tmp_path):
     assert minimal.text_encoder is None and minimal.tokenizer is None
     # A text encoder of the wrong width is refused, naming both sizes.
     wrong_config = dataclasses.replace(CLIPTextConfig.tiny(), hidden_size=16)
-    wrong = _random_model(lambda rngs: CLIPTextModel(wrong_config, rngs=rngs), 4)
+    wrong = random_model(lambda rngs: CLIPTextModel(wrong_config, rngs=rngs), 4)
     save(wrong, os.path.join(no_image, "text_encoder"))
     with pytest.raises(ValueError, match="tokens of 16, unet/ has cross_attention_dim 32"):
         load_bundle(no_image, require=("unet", "vae"))
