@@ -28,7 +28,7 @@ from t4a_jax.config_files import get_config
 from t4a_jax.data.loader import shard_batch
 from t4a_jax.diffusion import make_schedule
 from t4a_jax.sharding import make_mesh
-from t4a_jax.tracking.objective import StageOneLossConfig
+from t4a_jax.training.objective import StageOneLossConfig
 from t4a_jax.training import state as ts
 
 

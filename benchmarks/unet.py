@@ -37,7 +37,8 @@ from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from flax import nnx
 
 from t4a_jax.config_files import get_config
-from t4a_jax.models.unet import UNet, UNetConfig
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.unet_config import UNetConfig
 from tools.convert_weights.unet import convert_unet, load_diffusers_unet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

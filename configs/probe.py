@@ -1,9 +1,9 @@
-"""The tracking probe (`python -m t4a_jax.tracking.probe`, paper Fig. 3).
+"""The tracking probe (`python -m t4a_jax.evaluation.probe`, paper Fig. 3).
 
 Default: the demo, a one-object synthetic set generated into `out/data` and a random
 tiny MV-VDM (it runs anywhere in a minute; random features track poorly). For the real
 question, point `data` at an MV-Video folder (or a synthetic set), `tracks` at its track
-cache, and `models` at converted checkpoints (see t4a_jax/tracking/probe.py).
+cache, and `models` at converted checkpoints (see t4a_jax/evaluation/probe.py).
 """
 
 from __future__ import annotations

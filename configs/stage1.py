@@ -95,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.grad_clip_norm = 1.0    # ours (diffusers' max_grad_norm default)
     config.skip_nonfinite = False            # False: stop on a non-finite loss
 
-    # Objective (t4a_jax.tracking.objective.StageOneLossConfig) and noise schedule.
+    # Objective (t4a_jax.training.objective.StageOneLossConfig) and noise schedule.
     config.loss = ml_collections.ConfigDict()
     config.loss.diffusion_weight = 1.0
     config.loss.correspondence_weight = 0.1
@@ -127,10 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.export_models = True              # WORKDIR/models/{unet,vae,...} at the end
 
     if variant == "tiny":
-        unet = _sibling("unet").get_config("tiny")
-        unet.update(use_camera_embedding=True, multiview_attention=True, use_i2v=True,
-                    use_ip_adapter=True, spatio_temporal=True, image_embed_dim=24)
-        config.random_init.unet = unet
+        config.random_init.unet = _sibling("unet").get_config("tiny_all_parts")
         config.random_init.encoders = "tiny"
         config.compute_dtype = "float32"
         config.remat = False

@@ -32,7 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fovy = 40.0            # degrees
     config.background = (0.498, 0.498, 0.498)
     config.cameras_per_step = 8   # cameras rendered by one call of the jitted renderer
-    config.tile_capacity = 1024   # Gaussians per 16x16 tile (see render.rasterize)
+    config.tile_capacity = 1024   # Gaussians per 16x16 tile to start with (render.rasterize)
+    config.overflow = "grow"      # a tile overflow: 'grow' the capacity, or 'raise'
 
     if arg == "tiny":
         config.size = 64

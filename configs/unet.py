@@ -1,4 +1,4 @@
-"""U-Net sizes (`t4a_jax.models.unet.UNetConfig.from_config_dict(get_config(...))`).
+"""U-Net sizes (`t4a_jax.models.unet_config.UNetConfig.from_config_dict(get_config(...))`).
 
 Variants:
   sd15  (default) Stable Diffusion 1.5 with AnimateDiff v2 motion modules: channels
@@ -15,6 +15,8 @@ Variants:
         block: 16 spatial transformers, 21 motion modules, so every key of the Animate3D
         checkpoints has its parameter) at channels (16, 32, 64, 64) (320/640/1280 ->
         16/32/64), 2 heads, text tokens of 32, image embeddings of 24, GroupNorm(8).
+  tiny_all_parts  the `configs/stage1.py:tiny` demo and the pipeline/sampling tests:
+        tiny with every MV-VDM part of mvvdm on and image embeddings of 24.
 Set `motion_modules=False` for the plain image U-Net, `dtype='bfloat16'` for bf16
 compute on accelerators, `remat=True` to rematerialise each stage in training.
 """
@@ -60,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # jax.nn.dot_product_attention implementation: None (JAX picks), 'xla', 'cudnn'.
     config.attention_implementation = ml_collections.config_dict.placeholder(str)
 
-    if arg in ("mvvdm", "tiny_mvvdm"):
+    if arg in ("mvvdm", "tiny_mvvdm", "tiny_all_parts"):
         config.use_camera_embedding = True
         config.multiview_attention = True
         config.use_i2v = True
@@ -74,7 +76,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.norm_num_groups = 8
         config.motion_num_attention_heads = 2
         config.motion_norm_num_groups = 8
-    elif arg == "tiny":
+    elif arg in ("tiny", "tiny_all_parts"):
         config.block_out_channels = (32, 64)
         config.down_block_types = ("CrossAttnDownBlock2D", "DownBlock2D")
         config.up_block_types = ("UpBlock2D", "CrossAttnUpBlock2D")
@@ -84,7 +86,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.norm_num_groups = 8
         config.motion_num_attention_heads = 2
         config.motion_norm_num_groups = 8
+        if arg == "tiny_all_parts":
+            config.image_embed_dim = 24
     elif arg not in (None, "", "sd15", "mvvdm"):
         raise ValueError(f"configs/unet.py: unknown variant {arg!r} (known: 'sd15', 'tiny', "
-                         f"'mvvdm', 'tiny_mvvdm')")
+                         f"'mvvdm', 'tiny_mvvdm', 'tiny_all_parts')")
     return config

@@ -29,9 +29,11 @@ init or restore the train state, jit the update, loop (log, sample, checkpoint),
   `config.skip_nonfinite`) logs, counts the skipped update and goes on.
 - Output in WORKDIR: `checkpoints/`, `tb/` (TensorBoard: loss parts, lr, grad norm,
   throughput, sample videos), `samples/step_N.{mp4,gif,txt}` (held-out objects: rows =
-  objects, columns = views), `models/{unet,vae,text_encoder,tokenizer,image_encoder}`
-  at the end (the converter's pipeline layout, U-Net with the trained weights; read by
-  `t4a_jax.models.load` / `CLIPTokenizer.from_folder`), `data/` (tiny: generated set).
+  objects, columns = views), `models/` at the end (a model bundle,
+  `t4a_jax.models.save_bundle`: the converter's pipeline layout, the U-Net with the
+  trained weights, and `sampling.json` with the run's image size, views, frames and
+  sampler settings, which `python -m t4a_jax.sample` takes as its defaults), `data/`
+  (tiny: generated set).
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ from t4a_jax.data import synthetic
 from t4a_jax.data.loader import MVVideoLoader, shard_batch
 from t4a_jax.data.mvvideo import MVVideoConfig
 from t4a_jax.diffusion import make_schedule
-from t4a_jax.diffusion.pipeline import sample_multiview_video
+from t4a_jax.models.bundle import SamplingDefaults
+from t4a_jax.pipeline import sample_multiview_video
 from t4a_jax.sharding import make_mesh
-from t4a_jax.tracking.objective import StageOneLossConfig
+from t4a_jax.training.objective import StageOneLossConfig
 from t4a_jax.training import checkpointing, observe
 from t4a_jax.training import state as train_state
 from t4a_jax.training.config import validate
@@ -223,7 +226,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
             checkpointing.save(manager, step, state, loader.get_state(), force=True)
         manager.wait_until_finished()
         if config.export_models:
-            train_state.export_models(models, state["params"], os.path.join(workdir, "models"))
+            train_state.export_models(models, state["params"], os.path.join(workdir, "models"),
+                                      SamplingDefaults(
+                                          image_size=data.size, num_views=data.num_views,
+                                          num_frames=data.num_frames,
+                                          num_steps=config.sample.num_steps,
+                                          guidance_scale=config.sample.guidance_scale))
     finally:
         manager.wait_until_finished()
         loader.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import trimesh
 
 from t4a_jax.render import orbit_cameras
 
@@ -39,3 +40,11 @@ def random_cameras(seed: int, count: int, width: int, height: int, *, distance: 
     ks[:, 0, 2] += rng.uniform(-3.0, 3.0, size=count)   # off-centre principal points
     ks[:, 1, 1] *= rng.uniform(0.9, 1.1, size=count)    # non-square pixels
     return np.asarray(viewmats), ks
+
+
+def icosphere() -> trimesh.Trimesh:
+    """A small icosphere mesh (radius 0.8), red on +x and blue elsewhere."""
+    mesh = trimesh.creation.icosphere(subdivisions=1, radius=0.8)
+    mesh.visual.vertex_colors = np.where(mesh.vertices[:, :1] > 0, (255, 0, 0, 255),
+                                         (0, 0, 255, 255))
+    return mesh

@@ -34,9 +34,8 @@ ITEMS = ("synth_0000/anim_0", "synth_0001/anim_0")
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> str:
     root = str(tmp_path_factory.mktemp("synthetic"))
-    assert synthetic.main(["--out", root, "--objects", "2", "--views", str(VIEWS),
-                           "--frames", str(FRAMES), "--size", str(SIZE),
-                           "--num-gaussians", "1024"]) == 0
+    synthetic.generate_dataset(root, 2, synthetic.DatasetSpec(
+        views=VIEWS, frames=FRAMES, size=SIZE, num_gaussians=1024))
     return root
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from t4a_jax.tracking.feature_tracker import similarity_maps, track_by_features
-from t4a_jax.tracking.metrics import tapvid_metrics
+from t4a_jax.evaluation.tapvid import tapvid_metrics
 
 SIZE = (48, 64)     # (H, W)
 

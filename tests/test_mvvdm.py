@@ -23,7 +23,8 @@ from flax import nnx
 from t4a_jax.config_files import get_config
 from t4a_jax.models import abstract_model, load, save
 from t4a_jax.models.transformer import sinusoidal_table
-from t4a_jax.models.unet import UNet, UNetConfig, is_trainable, trainable_filter
+from t4a_jax.models.unet import UNet, is_trainable, trainable_filter
+from t4a_jax.models.unet_config import UNetConfig
 from tools.convert_weights.animate3d import animate3d_state_dict, convert_animate3d
 from tools.convert_weights.core import ConversionError, to_nnx_layout, torch_key_to_path
 from tools.convert_weights.ip_adapter import cross_attention_names, ip_adapter_state_dict

@@ -1,4 +1,4 @@
-"""Stage One's objective (`t4a_jax.tracking.objective`): the diffusion term recomputed
+"""Stage One's objective (`t4a_jax.training.objective`): the diffusion term recomputed
 from what the U-Net was given (a recording stand-in for the U-Net), the condition frame
 per Eq. 2, shared timesteps per object, the weighting, and on a small real MV-VDM:
 gradients only for the trainable parameters, finite, and jit."""
@@ -16,9 +16,9 @@ from flax import nnx
 
 from t4a_jax.config_files import get_config
 from t4a_jax.diffusion import ConditionNoiseConfig, make_schedule
-from t4a_jax.models.unet import UNet, UNetConfig, is_trainable
-from t4a_jax.tracking.objective import (DEFAULT_TAP, StageOneBatch, StageOneLossConfig,
-                                        stage_one_grads, stage_one_loss)
+from t4a_jax.models.unet import UNet, UNetConfig, is_trainable, trainable_filter
+from t4a_jax.training.objective import (DEFAULT_TAP, StageOneBatch, StageOneLossConfig,
+                                        stage_one_loss)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 B, V, F, H, W = 2, 2, 4, 8, 8
@@ -123,6 +123,18 @@ def _small_mvvdm() -> UNet:
     nnx.update(unet, jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape) * 0.1,
                                                         x.dtype), nnx.state(unet, nnx.Param)))
     return unet
+
+
+def stage_one_grads(unet: UNet, batch: StageOneBatch, schedule, key, config, image_size):
+    """((L, parts), grads) as the training step differentiates: with respect to the
+    trainable split of the U-Net (`trainable_filter`) only, the rest held constant."""
+    graph, params, frozen = nnx.split(unet, trainable_filter, ...)
+
+    def loss(params):
+        return stage_one_loss(nnx.merge(graph, params, frozen), batch, schedule, key,
+                              config, image_size)
+
+    return jax.value_and_grad(loss, has_aux=True)(params)
 
 
 def test_gradients_reach_only_trainable_parameters_and_are_finite():

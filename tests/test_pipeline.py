@@ -14,8 +14,8 @@ import pytest
 from flax import nnx
 
 from t4a_jax import render
-from t4a_jax.diffusion import pipeline
-from t4a_jax.diffusion.pipeline import render_condition_views, sample_multiview_video
+from t4a_jax import pipeline
+from t4a_jax.pipeline import render_condition_views, sample_multiview_video
 from t4a_jax.models.clip import preprocess_images
 from t4a_jax.models.tokenizer import CLIPTokenizer, bytes_to_unicode
 from t4a_jax.models.unet import UNet
@@ -182,4 +182,7 @@ def test_render_condition_views():
         log_scales=jnp.full((40, 3), np.log(0.2), jnp.float32),
         opacity_logits=jnp.full((40,), -3.0), sh=render.sh_from_rgb(jnp.ones((40, 3))))
     with pytest.raises(ValueError, match="tile_capacity=32 is too small; 40 would suffice"):
-        render_condition_views(crowd, size=16, tile_capacity=32)
+        render_condition_views(crowd, size=16, tile_capacity=32, overflow="raise")
+    grown, _ = render_condition_views(crowd, size=16, tile_capacity=32)    # overflow="grow"
+    ample, _ = render_condition_views(crowd, size=16, tile_capacity=64)
+    np.testing.assert_allclose(np.asarray(grown), np.asarray(ample), atol=1e-6)

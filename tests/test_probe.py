@@ -1,4 +1,4 @@
-"""The tracking probe (`t4a_jax.tracking.probe`): end to end on the demo (random tiny
+"""The tracking probe (`t4a_jax.evaluation.probe`): end to end on the demo (random tiny
 models, a generated synthetic set: a row per U-Net block, JSON, heatmaps), and its
 scoring on the synthetic clip with features that are a known function of the surface
 (the creature rendered with its rest-pose coordinates as colours): it recovers the exact
@@ -17,7 +17,7 @@ import pytest
 from t4a_jax.config_files import get_config
 from t4a_jax.data import procedural, synthetic
 from t4a_jax.render.gaussians import sh_from_rgb
-from t4a_jax.tracking import probe
+from t4a_jax.evaluation import probe
 
 SIZE, FRAMES, STRIDE = 64, 5, 2
 
@@ -59,19 +59,19 @@ def _surface_features(config) -> np.ndarray:
     animation = procedural.make_animation(creature, item.animation_seed)
     transforms = procedural.gaussian_transforms(creature, animation,
                                                 np.arange(spec.frames) / spec.frames)
-    cameras = synthetic.orbit_views(item.elevation, item.azimuth_start, 4, SIZE)
+    cameras = synthetic.item_views(item, spec)
     rest = np.asarray(creature.gaussians.means)
     unit = (rest - rest.min(0)) / (rest.max(0) - rest.min(0))
     codes = [unit] + [0.5 + 0.45 * fn(2 * np.pi * k * unit)
                       for k in (1, 2) for fn in (np.sin, np.cos)]
-    renderer = synthetic.Renderer(SIZE)
+    renderer = synthetic.make_renderer(SIZE)
     video = np.zeros((4, FRAMES, SIZE, SIZE, 3 * len(codes)), np.float32)
     for j, frame in enumerate(range(0, spec.frames, STRIDE)):
         posed = procedural.pose_gaussians(creature.gaussians, procedural.Similarity(
             *(x[frame] for x in transforms)))
         for c, code in enumerate(codes):
             coloured = dataclasses.replace(posed, sh=sh_from_rgb(jnp.asarray(code, jnp.float32)))
-            render = renderer(coloured, cameras)
+            render = renderer(coloured, cameras.viewmats, cameras.Ks)
             video[:, j, ..., 3 * c:3 * c + 3] = (render.colors - 0.498) * render.alphas[..., None]
     return video
 

@@ -1,14 +1,18 @@
 """Model directories (`t4a_jax.models.load_bundle` / `save_bundle`, `CLIPTokenizer.save`)
-and `python -m t4a_jax.sample` on a tiny random MV-VDM bundle: round trips of every
-parameter and the tokenizer, errors naming the missing component, the written video
-(frames, the views side by side, the per-view files), determinism for a seed, and errors
-for a missing checkpoint or object and a size the U-Net cannot take."""
+and `python -m t4a_jax.sample` (`run(config)`, configs/sample.py) on a tiny random
+MV-VDM bundle: round trips of every parameter and the tokenizer, errors naming the
+missing component, the written video (frames, the views side by side, the per-view
+files), determinism for a seed, defaults from the bundle's sampling.json, and errors for
+a missing checkpoint or object and a size the U-Net cannot take."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -16,14 +20,16 @@ import pytest
 from flax import nnx
 
 from t4a_jax import sample
+from t4a_jax.config_files import get_config
 from t4a_jax.models import ModelBundle, load_bundle, save_bundle
-from t4a_jax.models.bundle import COMPONENTS
+from t4a_jax.models.bundle import COMPONENTS, SamplingDefaults
 from t4a_jax.models.clip import CLIPTextConfig, CLIPTextModel
 from t4a_jax.models.io import save
 from t4a_jax.models.tokenizer import BOS_TOKEN, EOS_TOKEN, CLIPTokenizer, bytes_to_unicode
 from t4a_jax.video import read_video
 from tiny_models import random_model, tiny_mvvdm_models
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
 V, F, SIZE, STEPS = 4, 4, 32, 2
 PROMPTS = ["a dog is running", "Dogs run!", "a cat"]
 
@@ -118,20 +124,25 @@ def test_load_bundle_names_what_is_missing(bundle, bundle_dir, tmp_path):
         load_bundle(no_image, require=("unet", "vae"))
 
 
-def _argv(bundle_dir: str, out, *extra: str) -> list[str]:
-    return ["--checkpoint", bundle_dir, "--object", sample.BUILTIN, "--prompt", PROMPTS[0],
-            "--out", str(out), "--views", str(V), "--frames", str(F), "--size", str(SIZE),
-            "--steps", str(STEPS), "--tile_capacity", "4096", *extra]
+def _config(bundle_dir: str, out, **overrides):
+    config = get_config("sample")
+    config.update(checkpoint=bundle_dir, object=sample.BUILTIN, prompt=PROMPTS[0],
+                  out=str(out), views=V, frames=F, size=SIZE, steps=STEPS,
+                  tile_capacity=4096)
+    config.update(**overrides)
+    return config
 
 
 @pytest.fixture(scope="module")
 def videos(bundle_dir, tmp_path_factory) -> dict[str, np.ndarray]:
-    """Decoded videos of three runs: seed 0 with --per_view, seed 0 again, seed 1."""
+    """Decoded videos of three runs: seed 0 with per_view, seed 0 again, seed 1."""
     out = tmp_path_factory.mktemp("sample")
-    runs = {"first": ("0", "--per_view"), "again": ("0",), "other": ("1",)}
+    runs = {"first": dict(seed=0, per_view=True), "again": dict(seed=0),
+            "other": dict(seed=1)}
     decoded = {}
-    for name, (seed, *extra) in runs.items():
-        assert sample.main(_argv(bundle_dir, out / f"{name}.mp4", "--seed", seed, *extra)) == 0
+    for name, overrides in runs.items():
+        paths = sample.run(_config(bundle_dir, out / f"{name}.mp4", **overrides))
+        assert paths[0] == str(out / f"{name}.mp4")
         decoded[name] = read_video(out / f"{name}.mp4")
     for k, path in enumerate(sample.view_paths(str(out / "first.mp4"), V)):
         decoded[f"view{k}"] = read_video(path)
@@ -163,19 +174,55 @@ def test_tile_views_orders_views_left_to_right():
     np.testing.assert_array_equal(tiled[:, :, 5:], video[1])
 
 
-def test_sample_errors_name_the_problem(bundle_dir, tmp_path, capsys):
-    def error(*argv: str) -> str:
-        assert sample.main(list(argv)) == 1
-        return capsys.readouterr().err
+def test_sample_errors_name_the_problem(bundle_dir, tmp_path):
+    def error(config) -> str:
+        with pytest.raises((ValueError, OSError)) as info:
+            sample.run(config)
+        return str(info.value)
 
     out = tmp_path / "x.mp4"
     missing = str(tmp_path / "missing")
-    assert missing in error(*_argv(missing, out))
-    args = _argv(bundle_dir, out)
-    args[args.index("--object") + 1] = str(tmp_path / "nothing.ply")
-    assert f"{tmp_path / 'nothing.ply'}: no such file" in error(*args)
-    assert ("--size 30 must be a multiple of 4 (VAE downsampling 2 x U-Net downsampling 2)"
-            in error(*_argv(bundle_dir, out, "--size", "30")))
-    assert "--out" in error(*_argv(bundle_dir, tmp_path / "x.avi"))
-    assert "--frames 1 must be >= 2" in error(*_argv(bundle_dir, out, "--frames", "1"))
+    assert missing in error(_config(missing, out))
+    nothing = str(tmp_path / "nothing.ply")
+    assert f"{nothing}: no such file" in error(_config(bundle_dir, out, object=nothing))
+    assert ("config.size=30 must be a multiple of 4 (VAE downsampling 2 x U-Net "
+            "downsampling 2)" in error(_config(bundle_dir, out, size=30)))
+    assert "config.out" in error(_config(bundle_dir, tmp_path / "x.avi"))
+    assert "config.frames=1 must be >= 2" in error(_config(bundle_dir, out, frames=1))
+    assert "config.prompt is required" in error(_config(bundle_dir, out, prompt=None))
     assert not os.listdir(tmp_path)
+
+
+def test_sample_defaults_come_from_the_bundle(bundle, tmp_path):
+    """Unset views / frames / size / steps / guidance: the bundle's sampling.json, else
+    the config's paper defaults."""
+    trained = str(tmp_path / "trained")
+    save_bundle(dataclasses.replace(bundle, sampling=SamplingDefaults(
+        image_size=16, num_views=2, num_frames=3, num_steps=1, guidance_scale=2.0)), trained)
+    assert load_bundle(trained).sampling.image_size == 16
+    config = get_config("sample")
+    config.update(checkpoint=trained, prompt="a cat")
+    resolved = sample.resolve(config, load_bundle(trained))
+    assert (resolved.size, resolved.views, resolved.frames, resolved.steps,
+            resolved.guidance) == (16, 2, 3, 1, 2.0)
+    config.size = 32
+    assert sample.resolve(config, load_bundle(trained)).size == 32
+    converted = sample.resolve(get_config("sample"), bundle)     # no sampling defaults
+    assert (converted.size, converted.views, converted.frames, converted.steps,
+            converted.guidance) == (256, 4, 16, 25, 7.5)
+    paths = sample.run(_config(trained, tmp_path / "out" / "d.gif", views=None, frames=None,
+                               size=None, steps=None, tile_capacity=1024))
+    assert read_video(paths[0]).shape == (3, 16, 2 * 16, 3)
+
+
+def test_sample_command_line_reports_errors(tmp_path):
+    """`python -m t4a_jax.sample --config.x=...` as a user types it: a missing model
+    directory is `error: ...` naming it, exit status 1."""
+    missing = str(tmp_path / "missing")
+    result = subprocess.run(
+        [sys.executable, "-m", "t4a_jax.sample", f"--config.checkpoint={missing}",
+         "--config.prompt=a cat", f"--config.out={tmp_path / 'x.mp4'}"],
+        cwd=REPO, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+        text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert f"error: {missing}: no such model directory" in result.stderr

@@ -18,7 +18,8 @@ from t4a_jax.config_files import get_config
 from t4a_jax.models import abstract_model
 from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
                                  CLIPVisionModelWithProjection)
-from t4a_jax.models.unet import UNet, UNetConfig
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.unet_config import UNetConfig
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -128,7 +129,8 @@ def test_sharded_mvvdm_equals_single_device_and_loads_sharded(tmp_path):
         from jax.sharding import NamedSharding, PartitionSpec as P
         from t4a_jax import sharding
         from t4a_jax.models import load, save
-        from t4a_jax.models.unet import UNet, UNetConfig
+        from t4a_jax.models.unet import UNet
+        from t4a_jax.models.unet_config import UNetConfig
 
         assert jax.device_count() == 8
         from t4a_jax.config_files import get_config

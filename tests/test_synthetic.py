@@ -2,7 +2,7 @@
 
 One tiny dataset (2 objects, 4 views, 6 frames, 128 px) is generated once per module and
 checked for its layout, its cameras, its masks and, mostly, its exact tracks against
-the decoded videos.
+the decoded videos; the command line itself runs once on a smaller set.
 """
 
 from __future__ import annotations
@@ -10,26 +10,39 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
+from t4a_jax.config_files import CONFIGS_DIR, get_config
 from t4a_jax.data import procedural, synthetic
 from t4a_jax.data.tracks import grid_queries, load_tracks, queries_in_mask
 from t4a_jax.render.cameras import intrinsics_from_fov, orbit_c2w
 from t4a_jax.render.ply import load_ply
+from t4a_jax.render.views import ViewSet
+from t4a_jax.render.visibility import facing, front_transmittance, project_points
 from t4a_jax.video import read_video
 
 VIEWS, FRAMES, SIZE, OBJECTS = 4, 6, 128, 2
-ARGS = ["--views", str(VIEWS), "--frames", str(FRAMES), "--size", str(SIZE), "--seed", "3"]
 UIDS = [f"synth_{i:04d}" for i in range(OBJECTS)]
 GREY = 0.498 * 255
+
+
+def config(out, **overrides) -> ml_collections.ConfigDict:
+    """configs/synthetic.py for `out` at this module's sizes, seed 3."""
+    config = get_config("synthetic")
+    config.update(dict(dict(out=str(out), views=VIEWS, frames=FRAMES, size=SIZE, seed=3),
+                       **overrides))
+    return config
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> pathlib.Path:
     out = tmp_path_factory.mktemp("synthetic") / "set"
-    assert synthetic.main(["--out", str(out), "--objects", str(OBJECTS)] + ARGS) == 0
+    synthetic.run(config(out, objects=OBJECTS))
     return out
 
 
@@ -213,9 +226,14 @@ def scene():
     item = synthetic.plan(spec, 1, 1)[0]
     creature = procedural.make_creature(item.creature_seed, spec.num_gaussians)
     animation = procedural.make_animation(creature, item.animation_seed)
-    cameras = synthetic.orbit_views(item.elevation, item.azimuth_start, VIEWS, SIZE)
-    render = synthetic.Renderer(SIZE)(creature.gaussians, cameras)
+    cameras = synthetic.item_views(item, spec)
+    render = synthetic.make_renderer(SIZE)(creature.gaussians, cameras.viewmats, cameras.Ks)
     return creature, animation, cameras, render
+
+
+def _transmittance(gaussians, cameras: ViewSet, xy, depth):
+    return front_transmittance(gaussians, cameras.viewmats, cameras.Ks, SIZE, SIZE, xy, depth,
+                               margin=synthetic.OCCLUSION_MARGIN)
 
 
 def test_points_on_the_far_side_are_invisible(scene):
@@ -232,25 +250,25 @@ def test_points_on_the_far_side_are_invisible(scene):
     points, normals = synthetic.track_points(creature, transforms, attachment)
     points, normals = points[0], normals[0]                         # [V, N, 3] at frame 0
     chosen = (valid & (creature.part[attachment.gaussian] == 0)
-              & (synthetic.facing(points, normals, cameras) > 0.5))
+              & (facing(points, normals, cameras.c2w[:, :3, 3]) > 0.5))
     first = int(np.argmax(chosen.sum(axis=1)))                      # a side view
     chosen = chosen[first]
     assert chosen.sum() >= 20
 
     # Where they were attached, they are visible.
-    xy, depth = synthetic.project_points(points, cameras)
+    xy, depth = project_points(points, cameras.viewmats, cameras.Ks)
     visible = synthetic.visibility(
-        xy, synthetic.facing(points, normals, cameras),
-        synthetic.front_transmittance(creature.gaussians, cameras, SIZE, xy, depth),
+        xy, facing(points, normals, cameras.c2w[:, :3, 3]),
+        _transmittance(creature.gaussians, cameras, xy, depth),
         render.alphas)
     assert visible[first, chosen].mean() > 0.9
 
     opposite = (first + VIEWS // 2) % VIEWS
-    other = synthetic.Cameras(*(x[opposite:opposite + 1] for x in cameras))
+    other = ViewSet(*(x[opposite:opposite + 1] for x in cameras))
     mine, my_normals = points[first:first + 1], normals[first:first + 1]
-    xy, depth = synthetic.project_points(mine, other)
-    transmittance = synthetic.front_transmittance(creature.gaussians, other, SIZE, xy, depth)
-    cosine = synthetic.facing(mine, my_normals, other)
+    xy, depth = project_points(mine, other.viewmats, other.Ks)
+    transmittance = _transmittance(creature.gaussians, other, xy, depth)
+    cosine = facing(mine, my_normals, other.c2w[:, :3, 3])
     alphas = render.alphas[opposite:opposite + 1]
     occlusion_only = synthetic.visibility(xy, cosine, transmittance, alphas, min_facing=-1.0)
     facing_only = synthetic.visibility(xy, cosine, np.ones_like(transmittance), alphas)
@@ -339,11 +357,11 @@ def test_plan_gives_each_animation_its_own_motion_and_cameras():
 # ----------------------------------------------------------------------------- runs
 
 
-def test_same_seed_same_files_and_reruns_skip(dataset, tmp_path, capsys):
+def test_same_seed_same_files_and_reruns_skip(dataset, tmp_path):
     """A one-object dataset with the same seed equals object 0 of the fixture (arrays,
     decoded frames, ply bytes); rerunning skips complete items and redoes broken ones."""
     out = tmp_path / "again"
-    assert synthetic.main(["--out", str(out), "--objects", "1"] + ARGS) == 0
+    synthetic.run(config(out, objects=1))
     uid = UIDS[0]
     for name in sorted(all_files(out)):
         if name.endswith(".npz"):
@@ -359,25 +377,43 @@ def test_same_seed_same_files_and_reruns_skip(dataset, tmp_path, capsys):
     info = json.loads((out / "uid_info_dict.json").read_text())
     assert info == {uid: json.loads((dataset / "uid_info_dict.json").read_text())[uid]}
 
-    capsys.readouterr()
     stamps = {name: os.stat(out / name).st_mtime_ns for name in all_files(out)}
-    assert synthetic.main(["--out", str(out), "--objects", "1"] + ARGS) == 0
-    assert "0 items generated, 1 skipped" in capsys.readouterr().out
+    assert "0 items generated, 1 skipped" in synthetic.run(config(out, objects=1))
     for name, stamp in stamps.items():
         if name != "uid_info_dict.json":
             assert os.stat(out / name).st_mtime_ns == stamp, name
 
     os.remove(out / "masks" / uid / "anim_0" / "view_1.npz")
-    assert synthetic.main(["--out", str(out), "--objects", "1"] + ARGS) == 0
-    assert "1 items generated, 0 skipped" in capsys.readouterr().out
+    assert "1 items generated, 0 skipped" in synthetic.run(config(out, objects=1))
     assert all_files(out) == set(stamps)
 
 
-def test_bad_arguments_are_refused(dataset, tmp_path, capsys):
-    assert synthetic.main(["--out", str(tmp_path / "x"), "--views", "0"]) == 2
-    assert "views must be >= 1" in capsys.readouterr().err
+def test_bad_arguments_are_refused(dataset, tmp_path):
+    bad = get_config("synthetic")
+    bad.update(dict(out=str(tmp_path / "x"), views=0))
+    with pytest.raises(ValueError, match="views must be >= 1") as error:
+        synthetic.run(bad)
+    assert "config.views" in str(error.value)
+    with pytest.raises(ValueError, match="config.out"):
+        synthetic.run(get_config("synthetic"))
     # The fixture was made at 128 px: resuming it at 64 px would mix two datasets.
-    assert synthetic.main(["--out", str(dataset), "--objects", "1", "--views", str(VIEWS),
-                           "--frames", str(FRAMES), "--size", "64", "--seed", "3"]) == 2
-    err = capsys.readouterr().err
+    with pytest.raises(ValueError) as error:
+        synthetic.run(config(dataset, objects=1, size=64))
+    err = str(error.value)
     assert "synthetic_config.json" in err and "size=128" in err
+
+
+def test_command_line(tmp_path):
+    """`python -m t4a_jax.data.synthetic --config=... --config.key=value` writes a set."""
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [sys.executable, "-m", "t4a_jax.data.synthetic",
+         f"--config={os.path.join(CONFIGS_DIR, 'synthetic.py')}:tiny", f"--config.out={out}",
+         "--config.views=4", "--config.frames=2", "--config.size=32"],
+        capture_output=True, text=True, timeout=300,
+        cwd=os.path.dirname(CONFIGS_DIR), env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{out}: 1 items generated, 0 skipped" in result.stdout
+    assert json.loads((out / synthetic.CONFIG_FILE).read_text())["size"] == 32
+    tracks = load_tracks(out / "exact_tracks" / UIDS[0] / "anim_0.npz")
+    assert tracks.tracks.shape == (4, 2, 225, 2)

@@ -12,6 +12,7 @@ cache (`JAX_COMPILATION_CACHE_DIR`, shared with the subprocesses) serves the res
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -183,13 +184,13 @@ def _fixed_loss(config, data_root, params_source) -> dict[str, float]:
     from t4a_jax.data.loader import MVVideoLoader
     from t4a_jax.diffusion import make_schedule
     from t4a_jax.sharding import make_mesh
-    from t4a_jax.tracking.objective import StageOneLossConfig, stage_one_loss
+    from t4a_jax.training.objective import StageOneLossConfig, stage_one_loss
     from t4a_jax.training import state as ts
     from t4a_jax.train import prepare_data
     mesh = make_mesh(1, 1, devices=jax.devices()[:1])
     models = ts.random_models(config, mesh)
     if params_source is not None:
-        models = models._replace(unet=model_io.load(params_source))
+        models = dataclasses.replace(models, unet=model_io.load(params_source))
     data, _ = prepare_data(config, "/unused")
     loader = MVVideoLoader(data, config.global_batch_size, seed=123)
     batch = ts.device_batch(next(loader), models.tokenizer, {})

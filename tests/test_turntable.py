@@ -1,4 +1,4 @@
-"""Tests for the turntable job (t4a_jax.turntable), its config and the built-in object."""
+"""Tests for the turntable job (t4a_jax.turntable) and its config."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import subprocess
 import sys
 
 import numpy as np
-import plyfile
 import pytest
-import trimesh
 
+from scenes import icosphere
 from t4a_jax.config_files import get_config
+from t4a_jax.render.assets import load_asset
 from t4a_jax.render.builtin import builtin_object
-from t4a_jax.render.ply import save_ply
-from t4a_jax.turntable import load_asset, render_turntable
+from t4a_jax.turntable import render_turntable
 from t4a_jax.video import read_video
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -58,66 +57,9 @@ def test_cli_logs_path_count_and_rate(cli_run):
     assert "frames/s" in stderr
 
 
-def test_builtin_object_is_deterministic_and_fits_the_unit_sphere():
-    g = builtin_object(seed=0)
-    again = builtin_object(seed=0)
-    other = builtin_object(seed=1)
-    for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):
-        np.testing.assert_array_equal(np.asarray(getattr(g, name)),
-                                      np.asarray(getattr(again, name)), err_msg=name)
-    assert not np.array_equal(np.asarray(g.means), np.asarray(other.means))
-    assert 1000 <= g.num_gaussians <= 10000 and g.sh_degree == 0
-    means, scales = np.asarray(g.means), np.asarray(g.scales)
-    assert means.dtype == np.float32
-    assert (np.linalg.norm(means, axis=1) + 3 * scales.max(axis=1) <= 1.0).all()
-    assert means[:, 2].max() - means[:, 2].min() > 0.8        # tall: it stands on its legs
-    rgb_spread = np.asarray(g.sh)[:, 0].std(axis=0)
-    assert (rgb_spread > 0.3).all()                           # colourful
-
-
 @pytest.fixture(scope="module")
 def sphere():
-    """A small icosphere, red on +x and blue elsewhere."""
-    mesh = trimesh.creation.icosphere(subdivisions=1, radius=0.8)
-    mesh.visual.vertex_colors = np.where(mesh.vertices[:, :1] > 0, (255, 0, 0, 255),
-                                         (0, 0, 255, 255))
-    return mesh
-
-
-def test_load_asset_builtin_and_3dgs_ply(tmp_path):
-    g = builtin_object(seed=3)
-    np.testing.assert_array_equal(np.asarray(load_asset("", seed=3).means),
-                                  np.asarray(g.means))
-    path = tmp_path / "g.ply"
-    save_ply(path, g)
-    back = load_asset(str(path))
-    for name in ("means", "quats", "log_scales", "opacity_logits", "sh"):
-        np.testing.assert_array_equal(np.asarray(getattr(back, name)),
-                                      np.asarray(getattr(g, name)), err_msg=name)
-
-
-@pytest.mark.parametrize("ext", ["obj", "ply"])
-def test_load_asset_mesh(tmp_path, sphere, ext):
-    path = tmp_path / f"sphere.{ext}"
-    sphere.export(path)
-    g = load_asset(str(path), mesh_samples=100)
-    assert g.num_gaussians == len(sphere.vertices) + 100
-
-
-def test_load_asset_rejects_unknown_files(tmp_path):
-    text = tmp_path / "notes.txt"
-    text.write_text("hello")
-    points = tmp_path / "points.ply"
-    records = np.zeros(5, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4")])
-    plyfile.PlyData([plyfile.PlyElement.describe(records, "vertex")]).write(str(points))
-    not_ply = tmp_path / "fake.ply"
-    not_ply.write_text("solid ascii stl\n")
-    cases = [(text, "unknown asset type"), (points, "neither 3DGS"),
-             (not_ply, "not a PLY"), (tmp_path / "missing.ply", "no such file")]
-    for path, message in cases:
-        with pytest.raises(ValueError, match=message) as info:
-            load_asset(str(path))
-        assert str(path) in str(info.value)
+    return icosphere()
 
 
 def test_render_turntable_pads_the_last_chunk(tmp_path, sphere):
@@ -141,9 +83,19 @@ def test_render_turntable_pads_the_last_chunk(tmp_path, sphere):
 def test_render_turntable_reports_tile_overflow():
     config = turntable_config("tiny")
     config.size, config.frames, config.tile_capacity = 32, 2, 32
+    config.overflow = "raise"
     with pytest.raises(ValueError, match=r"tile_capacity=32 is too small.*"
                                          r"--config.tile_capacity=\d+"):
         render_turntable(builtin_object(), config)
+
+
+def test_render_turntable_grows_an_overflowing_capacity():
+    """overflow='grow' (the default) renders what an ample capacity renders."""
+    config = turntable_config("tiny")
+    config.size, config.frames, config.tile_capacity = 32, 2, 32
+    grown = render_turntable(builtin_object(), config)
+    config.tile_capacity = 8192
+    np.testing.assert_allclose(grown, render_turntable(builtin_object(), config), atol=1e-6)
 
 
 def test_bad_config_values_raise():

@@ -16,9 +16,11 @@ from flax import nnx
 
 from t4a_jax.config_files import get_config
 from t4a_jax.models import abstract_model, load, save
-from t4a_jax.models.unet import CROSS_DOWN, CROSS_UP, UNet, UNetConfig
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.unet_config import CROSS_DOWN, CROSS_UP, UNetConfig
 from tools.convert_weights.core import ConversionError
-from tools.convert_weights.unet import convert_unet, convert_unet_into, load_diffusers_unet
+from tools.convert_weights.unet import (convert_unet, convert_unet_into, load_diffusers_unet,
+                                        unet_config_from_diffusers)
 from torch_utils import (TORCH_ADAPTER, TORCH_UNET, nchw, nhwc, numpy_state_dict,
                          randomize_)
 
@@ -53,7 +55,7 @@ def torch_motion(torch_unet) -> tuple[UNetMotionModel, MotionAdapter]:
 def motion_unet(torch_motion) -> UNet:
     motion, _ = torch_motion
     return convert_unet(numpy_state_dict(motion),
-                        UNetConfig.from_diffusers_config(dict(motion.config)))
+                        unet_config_from_diffusers(dict(motion.config)))
 
 
 def _jit(model: UNet, **kwargs):
@@ -80,7 +82,7 @@ def _assert_close(actual, expected, rtol=1e-4):
 
 
 def test_image_unet_matches_diffusers(torch_unet):
-    config = UNetConfig.from_diffusers_config(dict(torch_unet.config))
+    config = unet_config_from_diffusers(dict(torch_unet.config))
     assert not config.motion_modules
     unet = convert_unet(numpy_state_dict(torch_unet), config)
     sample = SAMPLE[:, :1]                                   # F = 1: a plain image U-Net
@@ -104,7 +106,7 @@ def test_motion_unet_from_diffusers_folders_matches(torch_unet, torch_motion, tm
     torch_unet.save_pretrained(tmp_path / "unet")
     adapter.save_pretrained(tmp_path / "adapter")
     config, state = load_diffusers_unet(tmp_path / "unet", motion_adapter=tmp_path / "adapter")
-    assert config == UNetConfig.from_diffusers_config(dict(motion.config))
+    assert config == unet_config_from_diffusers(dict(motion.config))
     assert config == UNetConfig.from_config_dict(unet_config("tiny"))
     out = _jit(convert_unet(state, config))(SAMPLE, TIMESTEPS, CONTEXT)
     assert out.shape == SAMPLE.shape
@@ -188,10 +190,10 @@ def test_configs():
         "norm_eps": 1e-05, "norm_num_groups": 32, "out_channels": 4, "sample_size": 64,
         "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D",
                            "CrossAttnUpBlock2D"]}
-    assert UNetConfig.from_diffusers_config(sd15_json) == UNetConfig()
+    assert unet_config_from_diffusers(sd15_json) == UNetConfig()
     with pytest.raises(ValueError, match="unet.json: unsupported class_embed_type='timestep'"):
-        UNetConfig.from_diffusers_config({**sd15_json, "class_embed_type": "timestep"},
-                                         source="unet.json")
+        unet_config_from_diffusers({**sd15_json, "class_embed_type": "timestep"},
+                                   source="unet.json")
     with pytest.raises(ValueError, match="unknown variant 'huge'"):
         unet_config("huge")
     with pytest.raises(ValueError, match="unknown fields \\['bogus'\\]"):

@@ -14,7 +14,8 @@ from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig
                                  CLIPVisionModelWithProjection)
 from t4a_jax.models.io import abstract_model
 from t4a_jax.models.tokenizer import CLIPTokenizer
-from t4a_jax.models.unet import UNet, UNetConfig
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.unet_config import UNetConfig
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 
 
@@ -41,10 +42,7 @@ def tiny_mvvdm_models(tokenizer: CLIPTokenizer) -> dict[str, Any]:
     """A two-level MV-VDM U-Net with every part on (cameras, multi-view attention, I2V,
     IP-Adapter, spatio-temporal motion modules), the tiny VAE and CLIP towers, and
     `tokenizer`: the keyword arguments of `ModelBundle`."""
-    config = get_config("unet", "tiny")
-    config.update(use_camera_embedding=True, multiview_attention=True, use_i2v=True,
-                  use_ip_adapter=True, spatio_temporal=True, image_embed_dim=24)
-    unet_config = UNetConfig.from_config_dict(config)
+    unet_config = UNetConfig.from_config_dict(get_config("unet", "tiny_all_parts"))
     return dict(
         unet=random_model(lambda rngs: UNet(unet_config, rngs=rngs), 0),
         vae=random_model(lambda rngs: AutoencoderKL(VAEConfig.tiny(), rngs=rngs), 1),

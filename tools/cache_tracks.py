@@ -41,7 +41,7 @@ ends with a summary (written, skipped as finished, failed with names) and exit s
 if any failed (2 for a bad command line or a missing `cotracker` package).
 
 `--score` then scores every selected item's cached tracks against its exact tracks with
-`t4a_jax.tracking.metrics.score_tracks` (TAP-Vid, queries on the first cached frame) and
+`t4a_jax.evaluation.tapvid.score_tracks` (TAP-Vid, queries on the first cached frame) and
 prints, per tracker name found in the cache, the mean over items of delta_avg, occlusion
 accuracy and average Jaccard in percent: how a user checks CoTracker3 on synthetic data.
 Scoring needs the same query points, so a synthetic set scored against a CoTracker3
@@ -71,7 +71,7 @@ from t4a_jax.data.mvvideo import (Clip, Item, MVVideoConfig, read_index, read_vi
                                   resize_images, resize_masks, view_masks)
 from t4a_jax.data.tracks import (GRID_SIZE, TrackSet, grid_queries, load_tracks,
                                  queries_in_mask, rescale_tracks, save_tracks)
-from t4a_jax.tracking.metrics import score_tracks
+from t4a_jax.evaluation.tapvid import score_tracks
 
 TRACKERS = ("cotracker3", "oracle")  # also the tracker names written to the files
 EXACT_DIR = "exact_tracks"

@@ -2,11 +2,12 @@
 
 A `Creature` is a kinematic tree of P parts: part 0 is the body (the root), then a head,
 2, 4 or 6 legs, maybe a tail and wings. Each part is a set of N_p isotropic Gaussians
-sampled evenly on primitive surfaces (ellipsoids, tubes), with a texture that makes
-every region trackable: stripes or spots on the body, bands on legs and tail, eyes, ears
-and a nose on the head, and a little per-Gaussian colour noise. An `Animation` moves
-the parts: a periodic rotation of each joint, a bend along limbs and tail, a scale pulse,
-and a bob, sway and yaw of the whole body. Integer seeds decide everything.
+sampled evenly on primitive surfaces (ellipsoids and tubes of `render.primitives`),
+with a texture that makes every region trackable: stripes or spots on the body, bands on
+legs and tail, eyes, ears and a nose on the head, and a little per-Gaussian colour
+noise. An `Animation` moves the parts: a periodic rotation of each joint, a bend along
+limbs and tail, a scale pulse, and a bob, sway and yaw of the whole body. Integer seeds
+decide everything.
 
 Conventions:
 - World +z is up and the creature faces +x (the Animate3D camera convention of
@@ -40,7 +41,9 @@ from typing import Callable, NamedTuple, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from t4a_jax.render.gaussians import Gaussians, logit, sh_from_rgb
+from t4a_jax.render import primitives
+from t4a_jax.render.gaussians import Gaussians
+from t4a_jax.render.primitives import Surface
 
 FIT_RADIUS = 0.95        # mean + 3 sigma of every Gaussian, at every tau
 REST_RADIUS = 0.78       # the same at rest, leaving room for the motion
@@ -242,77 +245,19 @@ def quat_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- shapes
 
 
-class _Surface(NamedTuple):
-    """Samples of one primitive: points, normals [n, 3], sigma [n], coordinate [n, 3]
-    (the unit-sphere direction of an ellipsoid; (s, cos, sin) of a tube, s the
-    arc-length fraction)."""
-
-    points: np.ndarray
-    normals: np.ndarray
-    sigma: np.ndarray
-    coordinate: np.ndarray
+def _ellipsoid(n: int, centre, radii) -> tuple[Surface, np.ndarray]:
+    """n Gaussians on an axis-aligned ellipsoid (Fibonacci directions): the surface and
+    sigma [n], sized by the local sample density."""
+    surface = primitives.ellipsoid(primitives.fibonacci_sphere(n), centre, radii)
+    return surface, SIGMA_PER_SPACING * np.sqrt(surface.area)
 
 
-def _fibonacci_sphere(n: int) -> np.ndarray:
-    """[n, 3] near-uniform unit vectors (the Fibonacci lattice)."""
-    i = np.arange(n) + 0.5
-    z = 1.0 - 2.0 * i / n
-    r = np.sqrt(1.0 - z * z)
-    phi = np.pi * (1.0 + np.sqrt(5.0)) * i
-    return np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)
-
-
-def _ellipsoid_stretch(u: np.ndarray, radii: np.ndarray) -> np.ndarray:
-    """Area of the ellipsoid patch over a unit-sphere patch at directions u [n, 3]."""
-    return np.prod(radii) * np.linalg.norm(u / radii, axis=-1)
-
-
-def _ellipsoid_area(radii) -> float:
-    return float(4.0 * np.pi * _ellipsoid_stretch(_fibonacci_sphere(4096),
-                                                  np.asarray(radii)).mean())
-
-
-def _ellipsoid(n: int, centre, radii) -> _Surface:
-    """n Gaussians on an axis-aligned ellipsoid, sized by the local sample density."""
-    radii = np.asarray(radii, np.float64)
-    u = _fibonacci_sphere(n)
-    normals = u / radii
-    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-    area = 4.0 * np.pi / n * _ellipsoid_stretch(u, radii)
-    return _Surface(np.asarray(centre) + u * radii, normals,
-                    SIGMA_PER_SPACING * np.sqrt(area), u)
-
-
-def _tube(n: int, curve: np.ndarray, radius: float) -> _Surface:
+def _tube(n: int, curve: np.ndarray, radius: float) -> tuple[Surface, np.ndarray]:
     """About n Gaussians in staggered rings on a tube of `radius` around the polyline
-    `curve` [K, 3] (whole rings, so the count is rounded)."""
-    lengths = np.linalg.norm(np.diff(curve, axis=0), axis=1)
-    cumulative = np.concatenate([[0.0], np.cumsum(lengths)])
-    spacing = np.sqrt(2.0 * np.pi * radius * cumulative[-1] / n)
-    around = max(6, int(round(2.0 * np.pi * radius / spacing)))
-    along = max(2, int(round(n / around)))
-    s = (np.arange(along) + 0.5) / along
-    arc = s * cumulative[-1]
-    segment = np.minimum(np.searchsorted(cumulative, arc, side="right") - 1, len(lengths) - 1)
-    f = ((arc - cumulative[segment]) / lengths[segment])[:, None]
-    centre = curve[segment] * (1.0 - f) + curve[segment + 1] * f
-    tangent = (curve[segment + 1] - curve[segment]) / lengths[segment, None]
-    reference = np.eye(3)[np.argmin(np.abs(tangent.mean(axis=0)))]
-    u = np.cross(tangent, reference)
-    u /= np.linalg.norm(u, axis=-1, keepdims=True)
-    v = np.cross(tangent, u)
-    angle = 2.0 * np.pi * (np.arange(around)[None, :] + 0.5 * (np.arange(along) % 2)[:, None]) / around
-    cos, sin = np.cos(angle)[..., None], np.sin(angle)[..., None]
-    normals = (cos * u[:, None] + sin * v[:, None]).reshape(-1, 3)
-    points = (centre[:, None] + radius * cos * u[:, None]
-              + radius * sin * v[:, None]).reshape(-1, 3)
-    coordinate = np.stack([np.repeat(s, around), cos.reshape(-1), sin.reshape(-1)], -1)
-    sigma = np.full(len(points), SIGMA_PER_SPACING * 2.0 * np.pi * radius / around)
-    return _Surface(points, normals, sigma, coordinate)
-
-
-def _tube_area(curve: np.ndarray, radius: float) -> float:
-    return float(2.0 * np.pi * radius * np.linalg.norm(np.diff(curve, axis=0), axis=1).sum())
+    `curve` [K, 3]: the surface and sigma [n'], sized by the spacing around a ring."""
+    s, angle, around = primitives.tube_rings(n, curve, radius)
+    surface = primitives.tube(curve, radius, s, angle)
+    return surface, np.full(len(s), SIGMA_PER_SPACING * 2.0 * np.pi * radius / around)
 
 
 def _bands(coordinate: np.ndarray, count: int, a, b) -> np.ndarray:
@@ -321,17 +266,17 @@ def _bands(coordinate: np.ndarray, count: int, a, b) -> np.ndarray:
     return np.where(odd, np.asarray(b), np.asarray(a))
 
 
-def _plain(rgb) -> Callable[[_Surface], np.ndarray]:
+def _plain(rgb) -> Callable[[Surface], np.ndarray]:
     """One colour everywhere."""
-    def colour(s: _Surface) -> np.ndarray:
+    def colour(s: Surface) -> np.ndarray:
         return np.broadcast_to(np.asarray(rgb), s.points.shape)
     return colour
 
 
-def _two_tone(where: Callable[[np.ndarray], np.ndarray], yes, no) -> Callable[[_Surface],
+def _two_tone(where: Callable[[np.ndarray], np.ndarray], yes, no) -> Callable[[Surface],
                                                                               np.ndarray]:
     """`yes` where `where(coordinate)` [n] holds, `no` elsewhere."""
-    def colour(s: _Surface) -> np.ndarray:
+    def colour(s: Surface) -> np.ndarray:
         return np.where(where(s.coordinate)[:, None], np.asarray(yes), np.asarray(no))
     return colour
 
@@ -348,7 +293,7 @@ class _Spec(NamedTuple):
     part: int
     kind: str
     geometry: tuple
-    colour: Callable[[_Surface], np.ndarray]
+    colour: Callable[[Surface], np.ndarray]
     bend: float | str
 
 
@@ -488,24 +433,24 @@ def _wings(rig: _Rig, rng: np.random.Generator, palette: _Palette,
 
 
 def _body_texture(rng: np.random.Generator, palette: _Palette,
-                  pattern: str) -> Callable[[_Surface], np.ndarray]:
+                  pattern: str) -> Callable[[Surface], np.ndarray]:
     """Stripes across the body (period 0.13-0.2, slightly slanted) or 14 round spots, on
     the main colour, with a belly in the accent colour."""
     if pattern == "striped":
         direction = np.array([1.0, 0.0, rng.uniform(-0.4, 0.4)])
         period, phase = rng.uniform(0.13, 0.2), rng.uniform(0, 2 * np.pi)
 
-        def marked(s: _Surface) -> np.ndarray:
+        def marked(s: Surface) -> np.ndarray:
             along = s.points @ (direction / np.linalg.norm(direction))
             return np.sin(2.0 * np.pi * along / period + phase) > 0.2
     else:
         spots, radius = rng.random(14), rng.uniform(0.05, 0.08)
 
-        def marked(s: _Surface) -> np.ndarray:
+        def marked(s: Surface) -> np.ndarray:
             centres = s.points[(spots * len(s.points)).astype(int)]
             return np.linalg.norm(s.points[:, None] - centres[None], axis=-1).min(1) < radius
 
-    def texture(s: _Surface) -> np.ndarray:
+    def texture(s: Surface) -> np.ndarray:
         belly = (s.coordinate[:, 2] < -0.6)[:, None]
         return np.where(marked(s)[:, None], palette.second,
                         np.where(belly, palette.accent, palette.main))
@@ -514,7 +459,8 @@ def _body_texture(rng: np.random.Generator, palette: _Palette,
 
 class _Piece(NamedTuple):
     part: int
-    surface: _Surface
+    surface: Surface
+    sigma: np.ndarray   # [n]
     rgb: np.ndarray     # [n, 3]
     bend: np.ndarray    # [n]
 
@@ -522,14 +468,15 @@ class _Piece(NamedTuple):
 def _sample(specs: list[_Spec], rig: _Rig, num_gaussians: int) -> list[_Piece]:
     """Sample every spec with a count proportional to its area; the last spec (the body)
     takes what is left so that the total is exactly `num_gaussians`."""
-    areas = np.array([_ellipsoid_area(s.geometry[1]) if s.kind == "ellipsoid"
-                      else _tube_area(*s.geometry) for s in specs])
+    areas = np.array([primitives.ellipsoid_area(s.geometry[1]) if s.kind == "ellipsoid"
+                      else primitives.tube_area(*s.geometry) for s in specs])
     counts = np.maximum(24, np.floor(num_gaussians * areas / areas.sum())).astype(int)
     pieces = []
     for i, spec in enumerate(specs):
         count = num_gaussians - sum(len(p.bend) for p in pieces) if i == len(specs) - 1 \
             else int(counts[i])
-        surface = (_ellipsoid if spec.kind == "ellipsoid" else _tube)(count, *spec.geometry)
+        surface, sigma = (_ellipsoid if spec.kind == "ellipsoid" else _tube)(
+            count, *spec.geometry)
         if spec.bend == "arc":
             bend = surface.coordinate[:, 0]
         elif spec.bend == "span":
@@ -537,7 +484,7 @@ def _sample(specs: list[_Spec], rig: _Rig, num_gaussians: int) -> list[_Piece]:
             bend = reach / reach.max()
         else:
             bend = np.full(len(surface.points), float(spec.bend))
-        pieces.append(_Piece(spec.part, surface, spec.colour(surface), bend))
+        pieces.append(_Piece(spec.part, surface, sigma, spec.colour(surface), bend))
     return pieces
 
 
@@ -550,7 +497,7 @@ def _assemble(pieces: list[_Piece], rig: _Rig, rng: np.random.Generator,
 
     part = cat(lambda p: np.full(len(p.bend), p.part, np.int32))
     points, normals = cat(lambda p: p.surface.points), cat(lambda p: p.surface.normals)
-    sigma, bend = cat(lambda p: p.surface.sigma), cat(lambda p: p.bend)
+    sigma, bend = cat(lambda p: p.sigma), cat(lambda p: p.bend)
     rgb = cat(lambda p: p.rgb)
     rgb = np.clip(rgb + rng.normal(0.0, COLOUR_NOISE, rgb.shape), 0.0, 1.0)
 
@@ -558,13 +505,7 @@ def _assemble(pieces: list[_Piece], rig: _Rig, rng: np.random.Generator,
     points, pivot = points - centre, np.stack(rig.pivots) - centre
     shrink = REST_RADIUS / np.max(np.linalg.norm(points, axis=1) + 3.0 * sigma)
     points, pivot, sigma = points * shrink, pivot * shrink, sigma * shrink
-    n = len(points)
-    gaussians = Gaussians(
-        means=jnp.asarray(points, jnp.float32),
-        quats=jnp.asarray(np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)), jnp.float32),
-        log_scales=jnp.asarray(np.repeat(np.log(sigma)[:, None], 3, axis=1), jnp.float32),
-        opacity_logits=logit(jnp.full((n,), OPACITY, jnp.float32)),
-        sh=sh_from_rgb(jnp.asarray(rgb, jnp.float32)))
+    gaussians = primitives.isotropic_gaussians(points, sigma, rgb, OPACITY)
     return Creature(gaussians=gaussians, normals=normals.astype(np.float32), part=part,
                     bend_weight=bend.astype(np.float32), part_names=tuple(rig.names),
                     parent=np.asarray(rig.parents, np.int32), pivot=pivot, **attributes)

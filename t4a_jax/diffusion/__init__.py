@@ -8,8 +8,9 @@ and DDIM sampling, as pure functions over arrays (no model code).
     sample = jax.jit(lambda noise, cond, uncond, z1: sample_ddim(
         denoise_fn, schedule, noise, cond, uncond, condition_latent=z1))
 
-The whole Stage One inference (encoders, sampling loop, decoding) is
-`t4a_jax.diffusion.pipeline.sample_multiview_video`.
+A leaf package: it imports nothing else of t4a_jax, and a sampler takes the network as
+a denoise function. The whole Stage One inference (encoders, sampling loop, decoding) is
+`t4a_jax.pipeline.sample_multiview_video`.
 """
 
 from t4a_jax.diffusion.ddim import (classifier_free_guidance, ddim_step, ddim_timesteps,

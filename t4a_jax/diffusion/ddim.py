@@ -121,7 +121,8 @@ def sample_ddim(denoise_fn: DenoiseFn, schedule: NoiseSchedule, latents: jax.Arr
                 cond: Any, uncond: Any = None, *, num_steps: int = 25,
                 guidance_scale: float | jax.Array = 7.5, eta: float = 0.0,
                 condition_latent: jax.Array | None = None,
-                rng: jax.Array | None = None) -> jax.Array:
+                rng: jax.Array | None = None,
+                on_step: Callable[[jax.Array], None] | None = None) -> jax.Array:
     """Run `num_steps` DDIM steps from the noise `latents` [N, ...] and return x_0.
 
     `denoise_fn(x [M, ...], t [M] int32, c) -> model output [M, ...]` where `c` is `cond`
@@ -135,6 +136,10 @@ def sample_ddim(denoise_fn: DenoiseFn, schedule: NoiseSchedule, latents: jax.Arr
     it before the first step and after every step, so the network always sees the
     clean condition (Animate3D's sampling). `eta` > 0 needs `rng`; the step-i noise is
     drawn from `fold_in(rng, i)`.
+
+    `on_step(i)`, when given, is called on the host (`jax.debug.callback`) with the
+    index of each finished step, for progress displays; it may be called more than once
+    per step (once per device), so it should be idempotent.
 
     The loop is one `lax.fori_loop`: `denoise_fn` is traced once, whatever `num_steps`.
     Call it under `jax.jit` (the pipeline does) to compile the whole run.
@@ -166,6 +171,9 @@ def sample_ddim(denoise_fn: DenoiseFn, schedule: NoiseSchedule, latents: jax.Arr
         noise = (jax.random.normal(jax.random.fold_in(rng, i), x.shape, x.dtype)
                  if eta > 0 else None)
         x, _ = ddim_step(schedule, out, t, t_prev, x, eta=eta, noise=noise)
-        return reset_condition(x)
+        x = reset_condition(x)
+        if on_step is not None:
+            jax.debug.callback(lambda index, _: on_step(index), i, x[:1, :1])
+        return x
 
     return jax.lax.fori_loop(0, num_steps, step, reset_condition(latents))

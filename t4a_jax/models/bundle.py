@@ -13,6 +13,9 @@ exports to `WORKDIR/models/`:
     text_encoder/
     tokenizer/      vocab.json, merges.txt (+ special_tokens_map.json, tokenizer_config.json)
     image_encoder/  the IP-Adapter's CLIP image tower (for a U-Net with `use_ip_adapter`)
+    sampling.json   optional `SamplingDefaults`: the image size, views, frames and sampler
+                    settings the models were trained with (the training program writes
+                    it; `python -m t4a_jax.sample` takes its defaults from it)
 
 A `--kind mvvdm` conversion writes one U-Net checkpoint: place it as `unet/` beside the
 pipeline's other components (and a `--kind clip-vision` conversion as `image_encoder/`).
@@ -21,35 +24,66 @@ pipeline's other components (and a `--kind clip-vision` conversion as `image_enc
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
+from flax import nnx
 from jax.sharding import Mesh
 
-from t4a_jax.atomic import atomic_directory
+from t4a_jax.atomic import atomic_directory, atomic_write
 from t4a_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection
-from t4a_jax.models.io import load, save
+from t4a_jax.models.io import abstract_model, load, save
 from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.models.unet import UNet
 from t4a_jax.models.vae import AutoencoderKL
 
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "image_encoder")
+SAMPLING_FILE = "sampling.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingDefaults:
+    """How a bundle's models were trained, so sampling can default to it: square frames of
+    `image_size` px, `num_views` views x `num_frames` frames (the condition included), and
+    the sampler settings of the training's sample videos."""
+
+    image_size: int
+    num_views: int
+    num_frames: int
+    num_steps: int
+    guidance_scale: float
 
 
 @dataclasses.dataclass
 class ModelBundle:
-    """The Stage One models; a component that was neither required nor present is None."""
+    """The Stage One models; a component that was neither required nor present is None.
+    `sampling` holds the `SamplingDefaults` of a trained bundle (None for converted
+    weights)."""
 
     unet: UNet | None = None
     vae: AutoencoderKL | None = None
     text_encoder: CLIPTextModel | None = None
     tokenizer: CLIPTokenizer | None = None
     image_encoder: CLIPVisionModelWithProjection | None = None
+    sampling: SamplingDefaults | None = None
+
+
+def with_compute(unet: UNet, *, dtype: Any = None, remat: bool | None = None) -> UNet:
+    """`unet` rebuilt with another compute `dtype` and/or `remat` setting (None keeps the
+    current one); the parameters (float32) are the same arrays, not copies."""
+    changes = {k: v for k, v in (("dtype", dtype), ("remat", remat)) if v is not None}
+    if not changes:
+        return unet
+    config = dataclasses.replace(unet.config, **changes)
+    graphdef, _ = nnx.split(abstract_model(lambda rngs: UNet(config, rngs=rngs)))
+    return nnx.merge(graphdef, nnx.state(unet))
 
 
 def load_bundle(path: str | os.PathLike, *,
                 require: Sequence[str] = COMPONENTS,
-                mesh: Mesh | None = None) -> ModelBundle:
+                mesh: Mesh | None = None, dtype: Any = None,
+                remat: bool | None = None) -> ModelBundle:
     """The models of the directory `path` (layout in the module docstring).
 
     Args:
@@ -60,6 +94,8 @@ def load_bundle(path: str | os.PathLike, *,
         `tokenizer` are loaded together or not at all.
       mesh: read every model's parameters straight into their shards on this mesh
         (`t4a_jax.models.load`).
+      dtype, remat: the U-Net's compute dtype and rematerialisation (`with_compute`;
+        None keeps what the checkpoint says).
 
     The tokenizer's `max_length` is the text encoder's `max_position_embeddings` (77 for
     SD1.5).
@@ -67,8 +103,9 @@ def load_bundle(path: str | os.PathLike, *,
     Raises:
       FileNotFoundError naming `path` and the component when a required one (or the
         partner of a present text encoder / tokenizer) is missing.
-      ValueError for an unknown name in `require`, or components that do not fit
-        together (latent channels, text width, image embedding width, vocabulary size).
+      ValueError for an unknown name in `require`, components that do not fit
+        together (latent channels, text width, image embedding width, vocabulary size),
+        or a malformed `sampling.json`.
     """
     path = os.path.abspath(os.fspath(path))
     unknown = sorted(set(require) - set(COMPONENTS))
@@ -90,9 +127,12 @@ def load_bundle(path: str | os.PathLike, *,
     check([name for name in require if name != "image_encoder"], "required")
     if present & {"text_encoder", "tokenizer"}:
         check(["text_encoder", "tokenizer"], "the text encoder and tokenizer go together")
-    bundle = ModelBundle()
+    bundle = ModelBundle(sampling=_load_sampling(os.path.join(path, SAMPLING_FILE)))
     if "unet" in present:
-        bundle.unet = load(os.path.join(path, "unet"), mesh=mesh)
+        unet = load(os.path.join(path, "unet"), mesh=mesh)
+        if not isinstance(unet, UNet):
+            raise ValueError(f"{path}/unet holds a {type(unet).__name__}, not a UNet")
+        bundle.unet = with_compute(unet, dtype=dtype, remat=remat)
         if "image_encoder" in require and bundle.unet.config.use_ip_adapter:
             check(["image_encoder"], "required by the U-Net's use_ip_adapter")
     for name in ("vae", "text_encoder", "image_encoder"):
@@ -133,6 +173,18 @@ def _check_compatible(bundle: ModelBundle, path: str) -> None:
                          f"{'; '.join(problems)}")
 
 
+def _load_sampling(path: str) -> SamplingDefaults | None:
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            values = json.load(f)
+        return SamplingDefaults(**values)
+    except (json.JSONDecodeError, TypeError) as e:
+        names = [field.name for field in dataclasses.fields(SamplingDefaults)]
+        raise ValueError(f"{path}: expected a JSON object with the keys {names} ({e})") from e
+
+
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> None:
     """Write every component of `bundle` that is not None into the directory `path`
     (layout in the module docstring), atomically as a whole: the new directory is
@@ -144,3 +196,6 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> None:
                 component.save(os.path.join(tmp, name))
             elif component is not None:
                 save(component, os.path.join(tmp, name))
+        if bundle.sampling is not None:
+            with atomic_write(os.path.join(tmp, SAMPLING_FILE)) as f:
+                f.write(json.dumps(dataclasses.asdict(bundle.sampling), indent=1).encode())

@@ -124,6 +124,15 @@ class CLIPTokenizer:
         self._cache: dict[str, list[int]] = {}
 
     @classmethod
+    def byte_level(cls, max_length: int = 77) -> CLIPTokenizer:
+        """An offline tokenizer for random tiny text towers: one token per byte (with and
+        without `</w>`), no merges, 514 ids."""
+        alphabet = list(bytes_to_unicode().values())
+        tokens = alphabet + [c + "</w>" for c in alphabet] + [BOS_TOKEN, EOS_TOKEN]
+        return cls({t: i for i, t in enumerate(tokens)}, [], max_length=max_length,
+                   source="byte_level")
+
+    @classmethod
     def from_folder(cls, path: str | os.PathLike, *, max_length: int = 77) -> CLIPTokenizer:
         """Load `vocab.json` and `merges.txt` (first line `#version: ...` skipped); the pad
         token comes from `special_tokens_map.json` or `tokenizer_config.json` when present

@@ -22,212 +22,27 @@ batch, `(b v f) h w c`; motion modules attend along F.
 Attribute names mirror diffusers (`conv_in`, `time_embedding.linear_1`,
 `down_blocks.0.attentions.1.transformer_blocks.0.attn1.to_q`,
 `up_blocks.1.motion_modules.2.proj_out`, `camera_embedding.linear_1`, `image_proj.proj`,
-...), so `tools/convert_weights/unet.py` maps checkpoints mechanically. Stages live in
-`unet_blocks.py`, token mixers in `transformer.py`. Training freezes all but the I2V
-adapter and the motion modules: `trainable_filter`.
+...), so `tools/convert_weights/unet.py` maps checkpoints mechanically (and reads
+diffusers' `config.json`: `unet_config_from_diffusers`). The config, `UNetConfig`, lives
+in `unet_config.py`, stages in `unet_blocks.py`, token mixers in `transformer.py`.
+Training freezes all but the I2V adapter and the motion modules: `trainable_filter`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 
 from t4a_jax.models.mvdream import CameraEmbedding, ImageProjection
 from t4a_jax.models.transformer import Conditioning
 from t4a_jax.models.unet_blocks import AttentionFactory, DownBlock, MidBlock, UpBlock
+from t4a_jax.models.unet_config import CROSS_DOWN, CROSS_UP, UNetConfig
 from t4a_jax.sharding import annotate
 
-CROSS_DOWN, PLAIN_DOWN = "CrossAttnDownBlock2D", "DownBlock2D"
-CROSS_UP, PLAIN_UP = "CrossAttnUpBlock2D", "UpBlock2D"
-_MOTION_BLOCK_NAMES = {"CrossAttnDownBlockMotion": CROSS_DOWN, "DownBlockMotion": PLAIN_DOWN,
-                       "CrossAttnUpBlockMotion": CROSS_UP, "UpBlockMotion": PLAIN_UP}
 CAMERA_DIM = 16  # a flattened 4x4 camera-to-world matrix
-
-
-@dataclasses.dataclass(frozen=True)
-class UNetConfig:
-    """Sizes of the U-Net (defaults: SD1.5, no motion modules). Names follow diffusers'
-    `config.json` except `num_attention_heads`, the number of heads per block (diffusers'
-    SD1.5 configs call it `attention_head_dim`; the head size is channels / heads).
-
-    Motion modules (AnimateDiff v2 layout when `motion_modules`): one after every
-    resnet/attention pair (down: `layers_per_block` per block, up: one more, mid: one if
-    `use_motion_mid_block`), each GroupNorm(motion_norm_num_groups, motion_norm_eps) ->
-    Linear -> `motion_transformer_layers` blocks -> Linear. Frames per call may not exceed
-    `motion_max_seq_length` (the position table's length).
-
-    MV-VDM parts (all off by default):
-    - `use_camera_embedding`: MVDream's camera MLP `camera_embedding` (16 -> T -> T, T =
-      4 * block_out_channels[0]) added to the time embedding, once per object-view.
-    - `multiview_attention`: every spatial `attn1` attends across the views of a frame.
-    - `use_i2v`: the MV2V adapter (`to_q_i2v`, `to_out_i2v`) in every spatial `attn1`.
-    - `use_ip_adapter`: `image_proj` (image_embed_dim -> ip_num_tokens tokens of
-      cross_attention_dim) and `to_k_ip`/`to_v_ip` in every spatial `attn2`, weighted by
-      `ip_scale`.
-    - `spatio_temporal`: Animate3D's `SpatioTemporalAttention` for both attentions of
-      every motion module (needs `motion_modules` and channels divisible by 4).
-
-    `dtype` is the compute dtype (parameters stay float32); `remat` rematerialises each
-    down/mid/up stage in the backward pass; `attention_implementation` is passed to
-    `jax.nn.dot_product_attention` (None: JAX chooses; 'cudnn'; 'xla')."""
-
-    in_channels: int = 4
-    out_channels: int = 4
-    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
-    down_block_types: tuple[str, ...] = (CROSS_DOWN, CROSS_DOWN, CROSS_DOWN, PLAIN_DOWN)
-    up_block_types: tuple[str, ...] = (PLAIN_UP, CROSS_UP, CROSS_UP, CROSS_UP)
-    layers_per_block: int = 2
-    num_attention_heads: int | tuple[int, ...] = 8
-    cross_attention_dim: int = 768
-    transformer_layers_per_block: int = 1
-    use_linear_projection: bool = False
-    norm_num_groups: int = 32
-    norm_eps: float = 1e-5
-    flip_sin_to_cos: bool = True
-    freq_shift: int = 0
-    motion_modules: bool = False
-    motion_num_attention_heads: int | tuple[int, ...] = 8
-    motion_max_seq_length: int = 32
-    motion_transformer_layers: int = 1
-    motion_norm_num_groups: int = 32
-    motion_norm_eps: float = 1e-6
-    use_motion_mid_block: bool = True
-    use_camera_embedding: bool = False
-    multiview_attention: bool = False
-    use_i2v: bool = False
-    use_ip_adapter: bool = False
-    image_embed_dim: int = 1024
-    ip_num_tokens: int = 4
-    ip_scale: float = 1.0
-    spatio_temporal: bool = False
-    dtype: Any = jnp.float32
-    remat: bool = False
-    attention_implementation: str | None = None
-
-    def __post_init__(self):
-        levels = len(self.block_out_channels)
-        for name in ("down_block_types", "up_block_types"):
-            if len(getattr(self, name)) != levels:
-                raise ValueError(f"UNetConfig: {name} has {len(getattr(self, name))} entries, "
-                                 f"block_out_channels has {levels}")
-        per_block = ["num_attention_heads"] + ["motion_num_attention_heads"] * self.motion_modules
-        for name in per_block:
-            value = getattr(self, name)
-            if not isinstance(value, int) and len(value) != levels:
-                raise ValueError(f"UNetConfig: {name}={value} needs one entry per block "
-                                 f"({levels})")
-        if self.spatio_temporal and not self.motion_modules:
-            raise ValueError("UNetConfig: spatio_temporal needs motion_modules=True")
-        known = {CROSS_DOWN, PLAIN_DOWN}, {CROSS_UP, PLAIN_UP}
-        for name, allowed in zip(("down_block_types", "up_block_types"), known):
-            unknown = set(getattr(self, name)) - allowed
-            if unknown:
-                raise ValueError(f"UNetConfig: unknown {name} {sorted(unknown)} "
-                                 f"(known: {sorted(allowed)})")
-        for i, channels in enumerate(self.block_out_channels):
-            divisors = [("norm_num_groups", self.norm_num_groups),
-                        ("num_attention_heads", self.heads[i])]
-            if self.motion_modules:
-                divisors += [("motion_norm_num_groups", self.motion_norm_num_groups),
-                             ("motion_num_attention_heads", self.motion_heads[i])]
-            for name, divisor in divisors:
-                if channels % divisor:
-                    raise ValueError(f"UNetConfig: block {i} has {channels} channels, not a "
-                                     f"multiple of {name}={divisor}")
-            if self.spatio_temporal and channels % 4:
-                raise ValueError(f"UNetConfig: block {i} has {channels} channels; "
-                                 f"spatio_temporal's 2-D sine encoding needs a multiple of 4")
-
-    @property
-    def heads(self) -> tuple[int, ...]:
-        """Attention heads of each down block (up block i uses `heads[-1 - i]`)."""
-        return _per_block(self.num_attention_heads, len(self.block_out_channels))
-
-    @property
-    def motion_heads(self) -> tuple[int, ...]:
-        return _per_block(self.motion_num_attention_heads, len(self.block_out_channels))
-
-    @property
-    def temb_channels(self) -> int:
-        return 4 * self.block_out_channels[0]
-
-    @property
-    def downsample_factor(self) -> int:
-        return 2 ** (len(self.block_out_channels) - 1)
-
-    @classmethod
-    def from_config_dict(cls, config: ml_collections.ConfigDict | Mapping[str, Any],
-                         ) -> "UNetConfig":
-        """From `configs/unet.py` (lists become tuples, `dtype` may be a name such as
-        'bfloat16'). Unknown fields raise ValueError naming them."""
-        values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"UNetConfig: unknown fields {unknown}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        if isinstance(values.get("dtype"), str):
-            values["dtype"] = jnp.dtype(values["dtype"]).type
-        return cls(**values)
-
-    @classmethod
-    def from_diffusers_config(cls, config: Mapping[str, Any], *, source: str = "config",
-                              **overrides) -> "UNetConfig":
-        """From the dict of a diffusers `UNet2DConditionModel` or `UNetMotionModel`
-        `config.json`. Settings this implementation does not have raise ValueError
-        naming them and `source`; `overrides` set UNetConfig fields (e.g. dtype)."""
-        class_name = config.get("_class_name", "UNet2DConditionModel")
-        if class_name not in ("UNet2DConditionModel", "UNetMotionModel"):
-            raise ValueError(f"{source}: _class_name is {class_name!r}, expected "
-                             f"'UNet2DConditionModel' or 'UNetMotionModel'")
-        motion = class_name == "UNetMotionModel"
-        for name, ok in {**_SUPPORTED, **(_SUPPORTED_MOTION if motion else {})}.items():
-            if name in config and not ok(config[name]):
-                raise ValueError(f"{source}: unsupported {name}={config[name]!r}")
-        default = cls()
-
-        def get(name: str, fallback: Any) -> Any:
-            """config[name] (lists as tuples), or diffusers' default where omitted/null."""
-            value = config.get(name)
-            if value is None:
-                return fallback
-            return tuple(value) if isinstance(value, list) else value
-
-        fields = dict(
-            in_channels=get("in_channels", 4),
-            out_channels=get("out_channels", 4),
-            block_out_channels=get("block_out_channels", default.block_out_channels),
-            down_block_types=tuple(_MOTION_BLOCK_NAMES.get(t, t) for t in
-                                   get("down_block_types", default.down_block_types)),
-            up_block_types=tuple(_MOTION_BLOCK_NAMES.get(t, t) for t in
-                                 get("up_block_types", default.up_block_types)),
-            layers_per_block=get("layers_per_block", 2),
-            # diffusers: "num_attention_heads = num_attention_heads or attention_head_dim"
-            num_attention_heads=get("num_attention_heads", get("attention_head_dim", 8)),
-            cross_attention_dim=get("cross_attention_dim", 1280),
-            transformer_layers_per_block=get("transformer_layers_per_block", 1),
-            use_linear_projection=get("use_linear_projection", False),
-            norm_num_groups=get("norm_num_groups", 32),
-            norm_eps=get("norm_eps", 1e-5),
-            flip_sin_to_cos=get("flip_sin_to_cos", True),
-            freq_shift=get("freq_shift", 0),
-        )
-        if motion:
-            fields.update(
-                motion_modules=True,
-                motion_num_attention_heads=get("motion_num_attention_heads", 8),
-                motion_max_seq_length=get("motion_max_seq_length", 32),
-                motion_transformer_layers=get("temporal_transformer_layers_per_block", 1),
-                # UNetMotionModel builds its motion modules with the U-Net's groups.
-                motion_norm_num_groups=fields["norm_num_groups"],
-                use_motion_mid_block=get("use_motion_mid_block", True),
-            )
-        return cls(**{**fields, **overrides})
 
 
 def is_trainable(path: Sequence[str | int] | str) -> bool:
@@ -242,57 +57,6 @@ def is_trainable(path: Sequence[str | int] | str) -> bool:
 # The NNX filter of the trainable parameters, for `nnx.Optimizer(wrt=...)`, `nnx.state`
 # or `nnx.split(model, trainable_filter, ...)`.
 trainable_filter = nnx.All(nnx.Param, lambda path, _: is_trainable(path))
-
-
-def _int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# diffusers config fields that this implementation supports only at these values.
-_SUPPORTED = {
-    "act_fn": lambda v: v == "silu",
-    "addition_embed_type": lambda v: v is None,
-    "attention_type": lambda v: v == "default",
-    "center_input_sample": lambda v: not v,
-    "class_embed_type": lambda v: v is None,
-    "class_embeddings_concat": lambda v: not v,
-    "conv_in_kernel": lambda v: v == 3,
-    "conv_out_kernel": lambda v: v == 3,
-    "cross_attention_dim": _int,
-    "cross_attention_norm": lambda v: v is None,
-    "downsample_padding": lambda v: v == 1,
-    "dual_cross_attention": lambda v: not v,
-    "encoder_hid_dim": lambda v: v is None,
-    "encoder_hid_dim_type": lambda v: v is None,
-    "layers_per_block": _int,
-    "mid_block_only_cross_attention": lambda v: not v,
-    "mid_block_scale_factor": lambda v: v == 1,
-    "mid_block_type": lambda v: v == "UNetMidBlock2DCrossAttn",
-    "num_class_embeds": lambda v: v is None,
-    "only_cross_attention": lambda v: not v,
-    "resnet_out_scale_factor": lambda v: v == 1,
-    "resnet_skip_time_act": lambda v: not v,
-    "resnet_time_scale_shift": lambda v: v == "default",
-    "reverse_transformer_layers_per_block": lambda v: v is None,
-    "time_cond_proj_dim": lambda v: v is None,
-    "time_embedding_act_fn": lambda v: v is None,
-    "time_embedding_dim": lambda v: v is None,
-    "time_embedding_type": lambda v: v == "positional",
-    "timestep_post_act": lambda v: v is None,
-    "transformer_layers_per_block": _int,
-}
-_SUPPORTED_MOTION = {
-    "mid_block_layers": lambda v: v == 1,
-    "reverse_motion_num_attention_heads": lambda v: v is None,
-    "reverse_temporal_transformer_layers_per_block": lambda v: v is None,
-    "temporal_transformer_layers_per_block": _int,
-    "temporal_transformer_layers_per_mid_block": lambda v: v in (None, 1),
-    "transformer_layers_per_mid_block": lambda v: v in (None, 1),
-}
-
-
-def _per_block(value: int | Sequence[int], levels: int) -> tuple[int, ...]:
-    return (value,) * levels if isinstance(value, int) else tuple(value)
 
 
 def timestep_embedding(timesteps: jax.Array, dim: int, *, flip_sin_to_cos: bool,

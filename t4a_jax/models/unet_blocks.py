@@ -16,7 +16,7 @@ the same pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Iterable
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +28,7 @@ from t4a_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from t4a_jax.models.transformer import (BasicTransformerBlock, Conditioning, CrossAttention,
                                         MotionModule, SelfAttention, TemporalSelfAttention,
                                         Transformer2DModel)
-
-if TYPE_CHECKING:
-    from t4a_jax.models.unet import UNetConfig
+from t4a_jax.models.unet_config import UNetConfig
 
 Features = dict[str, jax.Array]
 

@@ -9,10 +9,10 @@ rotation.
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 
-from t4a_jax.render.gaussians import Gaussians, logit, sh_from_rgb
+from t4a_jax.render import primitives
+from t4a_jax.render.gaussians import Gaussians
 
 _OPACITY = 0.95
 _SIZE = 0.6          # Gaussian standard deviation / mean spacing of the points
@@ -21,36 +21,17 @@ _RADIUS = 0.95       # every mean plus 3 standard deviations lies within this ra
 
 def _ellipsoid(rng: np.random.Generator, n: int, centre, radii) -> np.ndarray:
     """[n, 3] points on an axis-aligned ellipsoid surface (uniform directions)."""
-    d = rng.normal(size=(n, 3))
-    d /= np.linalg.norm(d, axis=1, keepdims=True)
-    return np.asarray(centre) + d * np.asarray(radii)
-
-
-def _ellipsoid_area(radii) -> float:
-    """Knud Thomsen's approximation of an ellipsoid's surface area (error < 1.1%)."""
-    a, b, c = radii
-    p = 1.6075
-    return 4.0 * np.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3.0) ** (1.0 / p)
+    return primitives.ellipsoid(primitives.random_directions(rng, n), centre, radii).points
 
 
 def _tube(rng: np.random.Generator, n: int, curve: np.ndarray,
           radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """[n, 3] points on a tube of `radius` around the polyline `curve` [K, 3], and each
-    point's arc-length parameter in [0, 1] along it."""
-    lengths = np.linalg.norm(np.diff(curve, axis=0), axis=1)
-    cumulative = np.concatenate([[0.0], np.cumsum(lengths)])
-    s = rng.random(n) * cumulative[-1]
-    segment = np.minimum(np.searchsorted(cumulative, s, side="right") - 1, len(lengths) - 1)
-    f = ((s - cumulative[segment]) / lengths[segment])[:, None]
-    centre = curve[segment] * (1.0 - f) + curve[segment + 1] * f
-    tangent = (curve[segment + 1] - curve[segment]) / lengths[segment, None]
-    # An orthonormal frame around the tangent; no tangent here is parallel to +y.
-    u = np.cross(tangent, [0.0, 1.0, 0.0])
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    v = np.cross(tangent, u)
-    angle = rng.random(n)[:, None] * 2.0 * np.pi
-    points = centre + radius * (np.cos(angle) * u + np.sin(angle) * v)
-    return points, s / cumulative[-1]
+    """[n, 3] points drawn uniformly on a tube of `radius` around the polyline `curve`
+    [K, 3] (no tangent here is parallel to +y), and each point's arc-length fraction."""
+    s = rng.random(n)
+    angle = rng.random(n) * 2.0 * np.pi
+    surface = primitives.tube(curve, radius, s, angle, reference=(0.0, 1.0, 0.0))
+    return surface.points, s
 
 
 def builtin_object(seed: int = 0) -> Gaussians:
@@ -70,29 +51,31 @@ def builtin_object(seed: int = 0) -> Gaussians:
     stripe = (np.sin(body[:, 0] * 30.0) > 0.3)[:, None]
     belly = (body[:, 2] < -0.05)[:, None]
     body_rgb = np.where(stripe, [0.25, 0.12, 0.05], [0.95, 0.55, 0.1])
-    add(body, np.where(belly, [0.98, 0.9, 0.75], body_rgb), _ellipsoid_area(body_radii))
+    add(body, np.where(belly, [0.98, 0.9, 0.75], body_rgb),
+        primitives.ellipsoid_area(body_radii))
     # A blue saddle spot on the left (+y) flank only.
     spot_centre = np.array([-0.05, 0.24, 0.12])
     spot = _ellipsoid(rng, 60, spot_centre, (0.08, 0.02, 0.06))
-    add(spot, [0.15, 0.35, 0.95], _ellipsoid_area((0.08, 0.02, 0.06)))
+    add(spot, [0.15, 0.35, 0.95], primitives.ellipsoid_area((0.08, 0.02, 0.06)))
 
     head_centre = np.array([0.5, 0.0, 0.3])
     head = _ellipsoid(rng, 700, head_centre, (0.17, 0.16, 0.15))
-    add(head, [1.0, 0.85, 0.3], _ellipsoid_area((0.17, 0.16, 0.15)))
+    add(head, [1.0, 0.85, 0.3], primitives.ellipsoid_area((0.17, 0.16, 0.15)))
     for side in (1.0, -1.0):
         ear = _ellipsoid(rng, 80, head_centre + [-0.03, 0.09 * side, 0.16], (0.04, 0.05, 0.08))
-        add(ear, [0.8, 0.3, 0.35], _ellipsoid_area((0.04, 0.05, 0.08)))
+        add(ear, [0.8, 0.3, 0.35], primitives.ellipsoid_area((0.04, 0.05, 0.08)))
         eye = _ellipsoid(rng, 40, head_centre + [0.14, 0.07 * side, 0.05], (0.03,) * 3)
-        add(eye, [0.05, 0.05, 0.08], _ellipsoid_area((0.03,) * 3))
+        add(eye, [0.05, 0.05, 0.08], primitives.ellipsoid_area((0.03,) * 3))
     nose = _ellipsoid(rng, 40, head_centre + [0.17, 0.0, -0.01], (0.035,) * 3)
-    add(nose, [0.9, 0.2, 0.4], _ellipsoid_area((0.035,) * 3))
+    add(nose, [0.9, 0.2, 0.4], primitives.ellipsoid_area((0.035,) * 3))
 
     leg_rgb = {(1, 1): [0.9, 0.15, 0.15], (1, -1): [0.15, 0.75, 0.2],
                (-1, 1): [0.2, 0.3, 0.9], (-1, -1): [0.75, 0.2, 0.8]}
     for (front, side), rgb in leg_rgb.items():
         top = np.array([0.22 * front, 0.12 * side, -0.05])
-        leg, _ = _tube(rng, 220, np.stack([top, top + [0.0, 0.0, -0.45]]), 0.06)
-        add(leg, rgb, 2.0 * np.pi * 0.06 * 0.45)
+        leg_curve = np.stack([top, top + [0.0, 0.0, -0.45]])
+        leg, _ = _tube(rng, 220, leg_curve, 0.06)
+        add(leg, rgb, primitives.tube_area(leg_curve, 0.06))
 
     t = np.linspace(0.0, 1.0, 12)[:, None]
     tail_curve = np.concatenate([-0.38 - 0.3 * np.sin(t * 1.6),
@@ -100,8 +83,7 @@ def builtin_object(seed: int = 0) -> Gaussians:
                                  0.1 + 0.45 * t ** 1.5], axis=1)
     tail, s = _tube(rng, 350, tail_curve, 0.04)
     tail_rgb = (1.0 - s[:, None]) * [0.95, 0.55, 0.1] + s[:, None] * [0.55, 0.1, 0.75]
-    length = np.linalg.norm(np.diff(tail_curve, axis=0), axis=1).sum()
-    add(tail, tail_rgb, 2.0 * np.pi * 0.04 * length)
+    add(tail, tail_rgb, primitives.tube_area(tail_curve, 0.04))
 
     means = np.concatenate([p for p, _, _ in parts])
     rgb = np.concatenate([c for _, c, _ in parts])
@@ -109,12 +91,4 @@ def builtin_object(seed: int = 0) -> Gaussians:
     # Shrink about the origin so that every mean + 3 sigma is inside _RADIUS.
     extent = np.max(np.linalg.norm(means, axis=1) + 3.0 * scales)
     shrink = min(1.0, _RADIUS / extent)
-    means, scales = means * shrink, scales * shrink
-    n = len(means)
-    return Gaussians(
-        means=jnp.asarray(means, jnp.float32),
-        quats=jnp.asarray(np.tile([1.0, 0.0, 0.0, 0.0], (n, 1)), jnp.float32),
-        log_scales=jnp.asarray(np.repeat(np.log(scales)[:, None], 3, axis=1), jnp.float32),
-        opacity_logits=logit(jnp.full((n,), _OPACITY, jnp.float32)),
-        sh=sh_from_rgb(jnp.asarray(rgb, jnp.float32)),
-    )
+    return primitives.isotropic_gaussians(means * shrink, scales * shrink, rgb, _OPACITY)

@@ -6,6 +6,8 @@ Per pixel p of a tile and Gaussian i of the tile's list (nearest first):
     T_i     = prod_{j < i, j included} (1 - alpha_j)
     out     = sum_i alpha_i T_i v_i              v = (r, g, b, depth)
 and the pixel stops before the first Gaussian that would bring T to 1e-4 or below.
+`conic_power` and `splat_alpha` are the one home of power_i and alpha_i: code that
+re-evaluates the compositing elsewhere (`render.visibility`) calls them.
 
 The work is done in batches of `batch_size` list entries with a `while_loop` per tile
 that ends when the tile's list is exhausted or every pixel has stopped. Within a batch
@@ -32,10 +34,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from t4a_jax.render.projection import ALPHA_THRESHOLD
 
-MAX_ALPHA = 0.99
+MAX_ALPHA = 0.99            # alphas are clamped here, so (1 - alpha) never vanishes
 TRANSMITTANCE_EPS = 1e-4
 
 # Feature layout of one projected Gaussian, the last axis of `features` [C, N, F].
@@ -43,6 +46,23 @@ MEAN_X, MEAN_Y, CONIC_A, CONIC_B, CONIC_C, OPACITY = range(6)
 VALUES = slice(6, None)     # what gets composited: rgb then depth
 
 _HIGHEST = jax.lax.Precision.HIGHEST
+Array = jax.Array | np.ndarray
+
+
+def conic_power(conics: Array, dx: Array, dy: Array) -> Array:
+    """The Gaussian exponent `0.5 (a dx^2 + c dy^2) + b dx dy` of conics (a, b, c) (the
+    last axis of `conics` [..., 3]) at offsets dx, dy (pixel - mean2d), broadcast
+    together; NumPy or JAX arrays alike."""
+    a, b, c = conics[..., 0], conics[..., 1], conics[..., 2]
+    return 0.5 * (a * dx ** 2 + c * dy ** 2) + b * dx * dy
+
+
+def splat_alpha(opacity: Array, power: Array) -> Array:
+    """The alpha `min(MAX_ALPHA, opacity exp(-power))` of a Gaussian with exponent
+    `power` (`conic_power`), broadcast together; NumPy in, NumPy out, else JAX. The
+    compositor skips alphas below `ALPHA_THRESHOLD`."""
+    xp = jnp if isinstance(opacity, jax.Array) or isinstance(power, jax.Array) else np
+    return xp.minimum(MAX_ALPHA, opacity * xp.exp(-power))
 
 
 def pixel_centres(tiles_x: int, tiles_y: int, tile_size: int, dtype) -> jax.Array:
@@ -63,13 +83,10 @@ class _Batch:
         self.feats = feats
         self.dx = pixels[None, :, 0] - feats[:, MEAN_X, None]
         self.dy = pixels[None, :, 1] - feats[:, MEAN_Y, None]
-        self.power = (0.5 * (feats[:, CONIC_A, None] * self.dx ** 2
-                             + feats[:, CONIC_C, None] * self.dy ** 2)
-                      + feats[:, CONIC_B, None] * self.dx * self.dy)
+        self.power = conic_power(feats[:, None, CONIC_A:CONIC_C + 1], self.dx, self.dy)
         self.gauss = jnp.exp(-self.power)
-        raw = feats[:, OPACITY, None] * self.gauss
-        self.clamped = raw > MAX_ALPHA
-        self.alpha = jnp.minimum(MAX_ALPHA, raw)
+        self.clamped = feats[:, OPACITY, None] * self.gauss > MAX_ALPHA
+        self.alpha = splat_alpha(feats[:, OPACITY, None], self.power)
         self.live = (self.alpha >= ALPHA_THRESHOLD) & (self.power >= 0.0) & valid[:, None]
         self.log_pass = jnp.log1p(-self.alpha)     # log(1 - alpha), alpha <= 0.99
 

@@ -26,6 +26,9 @@ JACOBIAN_CLAMP = 1.3
 # Pixels of slack on the opacity-aware box, so that float rounding at the exact 1/255
 # boundary can never drop a contributing pixel (extra pixels only cost a skipped test).
 BOX_SLACK = 1e-2
+# The default depth range (camera z) of `rasterize` and of everything that re-evaluates
+# its images (`views`, `visibility`): Gaussians whose centres lie outside are culled.
+NEAR_PLANE, FAR_PLANE = 0.01, 1e10
 
 
 class Projected(NamedTuple):

@@ -1,6 +1,8 @@
 """`rasterize`: differentiable tile-based 3D Gaussian splatting in pure JAX.
 
-The call follows gsplat's `rasterization()`: plain arrays in, plain arrays out.
+The call follows gsplat's `rasterization()`: plain arrays in, plain arrays out, with
+gsplat's conventions but one: alpha is capped at 0.99 (`composite.MAX_ALPHA`), the
+value of the original 3DGS rasterizer and of Animate3D's; gsplat 1.5 caps at 0.999.
 
 Pipeline, per camera: EWA projection (`projection.project`), colours from SH at the
 view direction `mean - camera centre` (`+0.5`, clamped at 0), static-shape tile binning
@@ -32,14 +34,14 @@ import jax.numpy as jnp
 
 from t4a_jax.render.binning import bin_gaussians, tile_grid
 from t4a_jax.render.composite import composite, pixel_centres
-from t4a_jax.render.projection import covariance_3d, project
+from t4a_jax.render.projection import FAR_PLANE, NEAR_PLANE, covariance_3d, project
 from t4a_jax.render.sh import eval_sh, num_sh_bases
 
 
 def rasterize(means: jax.Array, quats: jax.Array, scales: jax.Array,
               opacities: jax.Array, colors: jax.Array, viewmats: jax.Array,
               Ks: jax.Array, width: int, height: int, *, sh_degree: int | None = None,
-              near: float = 0.01, far: float = 1e10,
+              near: float = NEAR_PLANE, far: float = FAR_PLANE,
               backgrounds: jax.Array | None = None, tile_size: int = 16,
               tile_capacity: int = 1024, batch_size: int = 32,
               tiles_per_step: int | None = None) -> tuple[jax.Array, jax.Array, dict[str, Any]]:

@@ -1,9 +1,10 @@
 """Models, train state and the jitted update of Stage One training.
 
-Models (`build_models`): the U-Net, the frozen VAE, CLIP text tower, tokenizer and (with
-IP-Adapter) CLIP image tower, loaded from converted checkpoints (`init_from/unet`, ...)
-straight into their shards on the mesh, or initialised at random (tiny). The U-Net is
-rebuilt with the run's compute dtype and remat; its parameters stay float32.
+Models (`build_models`): a `ModelBundle` (the U-Net, the frozen VAE, CLIP text tower,
+tokenizer and, with IP-Adapter, CLIP image tower) loaded from converted checkpoints
+(`init_from`, `load_bundle`) straight into their shards on the mesh, or initialised at
+random (tiny). The U-Net runs in the run's compute dtype and remat; its parameters stay
+float32. The trained models are written back as a bundle (`export_models`).
 
 Train state (a plain dict pytree, what a checkpoint holds besides the data position):
 
@@ -34,9 +35,7 @@ The update (`make_train_step`), one jitted function per global batch:
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -46,95 +45,43 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from t4a_jax import models as model_io
 from t4a_jax.diffusion.schedule import NoiseSchedule
+from t4a_jax.models.bundle import ModelBundle, SamplingDefaults, load_bundle, save_bundle
 from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
-                                 CLIPVisionModelWithProjection, preprocess_images)
-from t4a_jax.models.tokenizer import CLIPTokenizer, bytes_to_unicode
+                                 CLIPVisionModelWithProjection)
+from t4a_jax.models.encoders import frame_latents, image_embeddings, prompt_states
+from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.models.unet import UNet, UNetConfig, trainable_filter
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from t4a_jax.sharding import named_shardings
-from t4a_jax.tracking.objective import StageOneBatch, StageOneLossConfig, stage_one_loss
+from t4a_jax.training.objective import StageOneBatch, StageOneLossConfig, stage_one_loss
 
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "image_encoder")
 BATCH_FIELDS = ("frames", "cameras", "tracks", "visibility", "query_valid")
-
-
-class Models(NamedTuple):
-    unet: UNet
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
-    image_encoder: CLIPVisionModelWithProjection | None
 
 
 # ----------------------------------------------------------------------------- models
 
-def byte_tokenizer(max_length: int = 77) -> CLIPTokenizer:
-    """An offline CLIP tokenizer for random tiny towers: one token per byte, no merges."""
-    alphabet = list(bytes_to_unicode().values())
-    tokens = alphabet + [c + "</w>" for c in alphabet] + ["<|startoftext|>", "<|endoftext|>"]
-    return CLIPTokenizer({t: i for i, t in enumerate(tokens)}, [], max_length=max_length)
+def build_models(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelBundle:
+    """The Stage One models on `mesh` (parameters placed by their logical axes), with the
+    run's compute dtype and remat: the bundle `config.init_from` (`load_bundle`; unet,
+    vae, text encoder, tokenizer and the image encoder of an IP-Adapter U-Net), or
+    `random_models`."""
+    if not config.init_from:
+        return random_models(config, mesh)
+    try:
+        return load_bundle(config.init_from, mesh=mesh,
+                           dtype=jnp.dtype(config.compute_dtype).type,
+                           remat=bool(config.remat))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"config.init_from={config.init_from}: {e}") from e
 
 
-def save_tokenizer(tokenizer: CLIPTokenizer, path: str) -> None:
-    """vocab.json + merges.txt, readable by `CLIPTokenizer.from_folder`."""
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump(tokenizer.vocab, f, ensure_ascii=False)
-    merges = sorted(tokenizer.ranks, key=tokenizer.ranks.get)
-    with open(os.path.join(path, "merges.txt"), "w", encoding="utf-8") as f:
-        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-
-
-def _with_unet_settings(unet_config: UNetConfig, config: ml_collections.ConfigDict
-                        ) -> UNetConfig:
-    return dataclasses.replace(unet_config, dtype=jnp.dtype(config.compute_dtype).type,
-                               remat=bool(config.remat))
-
-
-def build_models(config: ml_collections.ConfigDict, mesh: Mesh) -> Models:
-    """The Stage One models on `mesh` (parameters placed by their logical axes)."""
-    if config.init_from:
-        return load_models(config.init_from, config, mesh)
-    return random_models(config, mesh)
-
-
-def load_models(root: str, config: ml_collections.ConfigDict, mesh: Mesh) -> Models:
-    """Converted checkpoints `root/{unet,vae,text_encoder,tokenizer,image_encoder}`."""
-    root = os.path.abspath(root)
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"config.init_from={root}: no such directory")
-    needed = ["unet", "vae", "text_encoder", "tokenizer"]
-    missing = [c for c in needed if not os.path.isdir(os.path.join(root, c))]
-    if missing:
-        raise FileNotFoundError(f"config.init_from={root}: missing {missing} (expected the "
-                                f"folders {list(COMPONENTS)} of tools.convert_weights)")
-    unet = model_io.load(os.path.join(root, "unet"), mesh=mesh)
-    if not isinstance(unet, UNet):
-        raise ValueError(f"{root}/unet holds a {type(unet).__name__}, not a UNet")
-    unet_config = _with_unet_settings(unet.config, config)
-    graphdef, _ = nnx.split(model_io.abstract_model(lambda r: UNet(unet_config, rngs=r)))
-    unet = nnx.merge(graphdef, nnx.state(unet))
-    image_encoder = None
-    if unet.config.use_ip_adapter:
-        path = os.path.join(root, "image_encoder")
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"{root}/unet uses the IP-Adapter but {path} is missing")
-        image_encoder = model_io.load(path, mesh=mesh)
-    text_encoder = model_io.load(os.path.join(root, "text_encoder"), mesh=mesh)
-    tokenizer = CLIPTokenizer.from_folder(
-        os.path.join(root, "tokenizer"),
-        max_length=text_encoder.config.max_position_embeddings)
-    return Models(unet, model_io.load(os.path.join(root, "vae"), mesh=mesh), text_encoder,
-                  tokenizer, image_encoder)
-
-
-def random_models(config: ml_collections.ConfigDict, mesh: Mesh) -> Models:
+def random_models(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelBundle:
     """Random models from `config.random_init` (seeded by `config.seed`); the U-Net gets
     its own initialisers (zero I2V / motion-module outputs included)."""
-    unet_config = _with_unet_settings(UNetConfig.from_config_dict(config.random_init.unet),
-                                      config)
+    unet_config = dataclasses.replace(UNetConfig.from_config_dict(config.random_init.unet),
+                                      dtype=jnp.dtype(config.compute_dtype).type,
+                                      remat=bool(config.remat))
     if config.random_init.encoders == "tiny":
         vae_config = VAEConfig.tiny()
         text_config = dataclasses.replace(CLIPTextConfig.tiny(), max_position_embeddings=77,
@@ -156,21 +103,17 @@ def random_models(config: ml_collections.ConfigDict, mesh: Mesh) -> Models:
     text_encoder = placed(CLIPTextModel(text_config, rngs=rngs))
     image_encoder = (placed(CLIPVisionModelWithProjection(vision_config, rngs=rngs))
                      if unet_config.use_ip_adapter else None)
-    return Models(unet, vae, text_encoder, byte_tokenizer(77), image_encoder)
+    return ModelBundle(unet, vae, text_encoder, CLIPTokenizer.byte_level(77), image_encoder)
 
 
-def export_models(models: Models, unet_params: nnx.State, path: str) -> None:
-    """`path/{unet,vae,text_encoder,tokenizer,image_encoder}` (the converter's pipeline
-    layout), the U-Net with `unet_params` (the trained ones)."""
+def export_models(models: ModelBundle, unet_params: nnx.State, path: str,
+                  sampling: SamplingDefaults) -> None:
+    """`save_bundle` of `models` into `path`, the U-Net with `unet_params` (the trained
+    ones) and the `sampling` defaults of the run."""
     unet_graph, _, frozen = nnx.split(models.unet, trainable_filter, ...)
-    unet = nnx.merge(unet_graph, unet_params, frozen)
-    model_io.save(unet, os.path.join(path, "unet"))
-    model_io.save(models.vae, os.path.join(path, "vae"))
-    model_io.save(models.text_encoder, os.path.join(path, "text_encoder"))
-    if models.image_encoder is not None:
-        model_io.save(models.image_encoder, os.path.join(path, "image_encoder"))
+    trained = nnx.merge(unet_graph, unet_params, frozen)
     if jax.process_index() == 0:
-        save_tokenizer(models.tokenizer, os.path.join(path, "tokenizer"))
+        save_bundle(dataclasses.replace(models, unet=trained, sampling=sampling), path)
 
 
 # ------------------------------------------------------------------ optimizer and state
@@ -202,7 +145,7 @@ class Parts:
     frozen_shardings: dict[str, Any]
 
 
-def init_state(models: Models, tx: optax.GradientTransformation, seed: int,
+def init_state(models: ModelBundle, tx: optax.GradientTransformation, seed: int,
                mesh: Mesh) -> Parts:
     """Split the models once: graphdefs, trainable params (-> train state) and the frozen
     rest; the optimizer state is made by tree-mapping over the params, so it keeps their
@@ -259,19 +202,18 @@ def encode_batch(graphdefs: dict[str, Any], frozen: dict[str, Any], batch: dict[
     text_encoder = nnx.merge(graphdefs["text_encoder"], frozen["text_encoder"])
     frames = batch["frames"]                                   # [b, V, F, H, W, 3]
     b, v, f, h, w, _ = frames.shape
-    latents = vae.sample_latents(frames.reshape(b * v * f, h, w, 3), key)
-    latents = latents.reshape((b * v, f) + latents.shape[1:])
-    text = jnp.repeat(text_encoder(batch["ids"]), v, axis=0)  # [b*V, L, D]
+    latents = frame_latents(vae, frames, key)                  # [b, V, F, h, w, C]
+    latents = latents.reshape((b * v, f) + latents.shape[3:])
     image_embeds = None
     if "image_encoder" in graphdefs:
         image_encoder = nnx.merge(graphdefs["image_encoder"], frozen["image_encoder"])
         condition = (frames[:, :, 0].reshape(b * v, h, w, 3) + 1.0) / 2.0
-        image_embeds = image_encoder(preprocess_images(condition,
-                                                       image_encoder.config.image_size))
+        image_embeds = image_embeddings(image_encoder, condition)
     return jax.lax.stop_gradient(StageOneBatch(
-        latents=latents, text_states=text, cameras=batch["cameras"].reshape(b * v, 16),
-        tracks=batch["tracks"], visibility=batch["visibility"],
-        query_valid=batch["query_valid"], image_embeds=image_embeds))
+        latents=latents, text_states=prompt_states(text_encoder, batch["ids"], v),
+        cameras=batch["cameras"].reshape(b * v, 16), tracks=batch["tracks"],
+        visibility=batch["visibility"], query_valid=batch["query_valid"],
+        image_embeds=image_embeds))
 
 
 def make_train_step(parts: Parts, tx: optax.GradientTransformation, lr_schedule: Callable,

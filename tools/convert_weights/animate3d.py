@@ -28,7 +28,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from t4a_jax.models.unet import UNet, UNetConfig
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.unet_config import UNetConfig
 from tools.convert_weights.core import ConversionError, ConversionReport
 from tools.convert_weights.ip_adapter import ip_adapter_state_dict
 from tools.convert_weights.unet import convert_unet_with_report

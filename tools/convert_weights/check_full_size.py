@@ -26,7 +26,8 @@ from flax import nnx
 
 from t4a_jax.config_files import get_config
 from t4a_jax.models.transformer import sinusoidal_table
-from t4a_jax.models.unet import UNetConfig, trainable_filter
+from t4a_jax.models.unet import trainable_filter
+from t4a_jax.models.unet_config import UNetConfig
 from tools.convert_weights.animate3d import convert_animate3d
 from tools.convert_weights.ip_adapter import cross_attention_names
 

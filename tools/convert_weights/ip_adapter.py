@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from t4a_jax.models.unet import CROSS_DOWN, CROSS_UP, UNetConfig
+from t4a_jax.models.unet_config import CROSS_DOWN, CROSS_UP, UNetConfig
 from tools.convert_weights.core import ConversionError
 
 _DIFFUSERS_IMAGE_PROJ = "encoder_hid_proj.image_projection_layers.0."

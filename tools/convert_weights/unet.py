@@ -1,4 +1,6 @@
-"""diffusers U-Net checkpoints -> `t4a_jax.models.unet.UNet`.
+"""diffusers U-Net checkpoints -> `t4a_jax.models.unet.UNet`, and diffusers U-Net
+`config.json` -> `UNetConfig` (`unet_config_from_diffusers`, which refuses the settings
+this implementation does not have).
 
 Sources: a `UNet2DConditionModel` state dict (SD1.5), a `UNetMotionModel` state dict, the
 union of a U-Net and an AnimateDiff `MotionAdapter` state dict (the adapter's keys
@@ -38,10 +40,10 @@ from flax import nnx
 
 from t4a_jax.models.mvdream import PROCESSOR_RENAMES
 from t4a_jax.models.transformer import sinusoidal_table
-from t4a_jax.models.unet import UNet, UNetConfig
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.unet_config import CROSS_DOWN, CROSS_UP, PLAIN_DOWN, PLAIN_UP, UNetConfig
 from tools.convert_weights.core import (ConversionError, ConversionReport, convert_state_dict,
-                                        empty_model,
-                                        torch_key_to_path)
+                                        empty_model, torch_key_to_path)
 from tools.convert_weights.ip_adapter import IMAGE_PROJ_RENAMES
 from tools.convert_weights.sources import load_diffusers_weights, read_diffusers_config
 
@@ -157,8 +159,7 @@ def load_diffusers_unet(folder: str | os.PathLike, *,
     if raw_config.get("_class_name") == "MotionAdapter":
         raise ValueError(f"{folder} holds a MotionAdapter: pass it as motion_adapter= with "
                          f"the U-Net folder")
-    config = UNetConfig.from_diffusers_config(raw_config,
-                                              source=os.path.join(folder, "config.json"))
+    config = unet_config_from_diffusers(raw_config, source=os.path.join(folder, "config.json"))
     state_dict = load_diffusers_weights(folder, component="unet", variant=variant)
     if motion_adapter is not None:
         adapter_config = read_diffusers_config(motion_adapter, component="motion adapter")
@@ -174,6 +175,110 @@ def load_diffusers_unet(folder: str | os.PathLike, *,
     if overrides:
         config = dataclasses.replace(config, **overrides)
     return config, state_dict
+
+
+def unet_config_from_diffusers(config: Mapping[str, Any], *, source: str = "config",
+                               **overrides: Any) -> UNetConfig:
+    """The `UNetConfig` of the dict of a diffusers `UNet2DConditionModel` or
+    `UNetMotionModel` `config.json`. Settings this implementation does not have raise
+    ValueError naming them and `source`; `overrides` set UNetConfig fields (e.g. dtype)."""
+    class_name = config.get("_class_name", "UNet2DConditionModel")
+    if class_name not in ("UNet2DConditionModel", "UNetMotionModel"):
+        raise ValueError(f"{source}: _class_name is {class_name!r}, expected "
+                         f"'UNet2DConditionModel' or 'UNetMotionModel'")
+    motion = class_name == "UNetMotionModel"
+    for name, ok in {**_SUPPORTED, **(_SUPPORTED_MOTION if motion else {})}.items():
+        if name in config and not ok(config[name]):
+            raise ValueError(f"{source}: unsupported {name}={config[name]!r}")
+    default = UNetConfig()
+
+    def get(name: str, fallback: Any) -> Any:
+        """config[name] (lists as tuples), or diffusers' default where omitted/null."""
+        value = config.get(name)
+        if value is None:
+            return fallback
+        return tuple(value) if isinstance(value, list) else value
+
+    fields = dict(
+        in_channels=get("in_channels", 4),
+        out_channels=get("out_channels", 4),
+        block_out_channels=get("block_out_channels", default.block_out_channels),
+        down_block_types=tuple(_MOTION_BLOCK_NAMES.get(t, t) for t in
+                               get("down_block_types", default.down_block_types)),
+        up_block_types=tuple(_MOTION_BLOCK_NAMES.get(t, t) for t in
+                             get("up_block_types", default.up_block_types)),
+        layers_per_block=get("layers_per_block", 2),
+        # diffusers: "num_attention_heads = num_attention_heads or attention_head_dim"
+        num_attention_heads=get("num_attention_heads", get("attention_head_dim", 8)),
+        cross_attention_dim=get("cross_attention_dim", 1280),
+        transformer_layers_per_block=get("transformer_layers_per_block", 1),
+        use_linear_projection=get("use_linear_projection", False),
+        norm_num_groups=get("norm_num_groups", 32),
+        norm_eps=get("norm_eps", 1e-5),
+        flip_sin_to_cos=get("flip_sin_to_cos", True),
+        freq_shift=get("freq_shift", 0),
+    )
+    if motion:
+        fields.update(
+            motion_modules=True,
+            motion_num_attention_heads=get("motion_num_attention_heads", 8),
+            motion_max_seq_length=get("motion_max_seq_length", 32),
+            motion_transformer_layers=get("temporal_transformer_layers_per_block", 1),
+            # UNetMotionModel builds its motion modules with the U-Net's groups.
+            motion_norm_num_groups=fields["norm_num_groups"],
+            use_motion_mid_block=get("use_motion_mid_block", True),
+        )
+    return UNetConfig(**{**fields, **overrides})
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# diffusers config fields that this implementation supports only at these values.
+_SUPPORTED = {
+    "act_fn": lambda v: v == "silu",
+    "addition_embed_type": lambda v: v is None,
+    "attention_type": lambda v: v == "default",
+    "center_input_sample": lambda v: not v,
+    "class_embed_type": lambda v: v is None,
+    "class_embeddings_concat": lambda v: not v,
+    "conv_in_kernel": lambda v: v == 3,
+    "conv_out_kernel": lambda v: v == 3,
+    "cross_attention_dim": _int,
+    "cross_attention_norm": lambda v: v is None,
+    "downsample_padding": lambda v: v == 1,
+    "dual_cross_attention": lambda v: not v,
+    "encoder_hid_dim": lambda v: v is None,
+    "encoder_hid_dim_type": lambda v: v is None,
+    "layers_per_block": _int,
+    "mid_block_only_cross_attention": lambda v: not v,
+    "mid_block_scale_factor": lambda v: v == 1,
+    "mid_block_type": lambda v: v == "UNetMidBlock2DCrossAttn",
+    "num_class_embeds": lambda v: v is None,
+    "only_cross_attention": lambda v: not v,
+    "resnet_out_scale_factor": lambda v: v == 1,
+    "resnet_skip_time_act": lambda v: not v,
+    "resnet_time_scale_shift": lambda v: v == "default",
+    "reverse_transformer_layers_per_block": lambda v: v is None,
+    "time_cond_proj_dim": lambda v: v is None,
+    "time_embedding_act_fn": lambda v: v is None,
+    "time_embedding_dim": lambda v: v is None,
+    "time_embedding_type": lambda v: v == "positional",
+    "timestep_post_act": lambda v: v is None,
+    "transformer_layers_per_block": _int,
+}
+_SUPPORTED_MOTION = {
+    "mid_block_layers": lambda v: v == 1,
+    "reverse_motion_num_attention_heads": lambda v: v is None,
+    "reverse_temporal_transformer_layers_per_block": lambda v: v is None,
+    "temporal_transformer_layers_per_block": _int,
+    "temporal_transformer_layers_per_mid_block": lambda v: v in (None, 1),
+    "transformer_layers_per_mid_block": lambda v: v in (None, 1),
+}
+# UNetMotionModel's block types -> the UNet2DConditionModel names UNetConfig takes.
+_MOTION_BLOCK_NAMES = {"CrossAttnDownBlockMotion": CROSS_DOWN, "DownBlockMotion": PLAIN_DOWN,
+                       "CrossAttnUpBlockMotion": CROSS_UP, "UpBlockMotion": PLAIN_UP}
 
 
 def _with_motion_adapter(config: UNetConfig, adapter: Mapping[str, Any],

@@ -24,11 +24,10 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
-from flax import nnx
 
 from t4a_jax.diffusion.schedule import (ConditionNoiseConfig, NoiseSchedule,
                                         add_condition_noise, add_noise, target)
-from t4a_jax.models.unet import UNet, trainable_filter
+from t4a_jax.models.unet import UNet
 from t4a_jax.tracking import losses
 from t4a_jax.tracking.queries import POINTS_PER_VIEW, draw_points
 
@@ -124,13 +123,3 @@ def stage_one_loss(unet: UNet, batch: StageOneBatch, schedule: NoiseSchedule,
              "tracked_points": jnp.sum(drawn.visible[:, :, 0])}
     return total, parts
 
-
-def stage_one_grads(unet: UNet, batch: StageOneBatch, schedule: NoiseSchedule,
-                    key: jax.Array, config: StageOneLossConfig, image_size: tuple[int, int]
-                    ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], nnx.State]:
-    """((L, parts), grads) with gradients for the trainable parameters only
-    (`unet.trainable_filter`: the I2V adapter and the motion modules); the frozen ones
-    are constants of the differentiation and get none."""
-    grad_fn = nnx.value_and_grad(stage_one_loss, argnums=nnx.DiffState(0, trainable_filter),
-                                 has_aux=True)
-    return grad_fn(unet, batch, schedule, key, config, image_size)

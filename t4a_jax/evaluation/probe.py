@@ -1,7 +1,7 @@
 """The tracking probe of paper Fig. 3: which U-Net block's features track points best?
 
-    python -m t4a_jax.tracking.probe --config=configs/probe.py            # tiny demo
-    python -m t4a_jax.tracking.probe --config=configs/probe.py \
+    python -m t4a_jax.evaluation.probe --config=configs/probe.py            # tiny demo
+    python -m t4a_jax.evaluation.probe --config=configs/probe.py \
         --config.data=MVVIDEO --config.models=ckpt/mvvdm_pipeline --config.tracks=tracks
 
 One clip of a multi-view video (real or synthetic MV-Video layout, 4 views 90 degrees
@@ -42,6 +42,7 @@ from PIL import Image
 from t4a_jax import models
 from t4a_jax.atomic import atomic_write
 from t4a_jax.config_files import config_path, get_config
+from t4a_jax.data import synthetic
 from t4a_jax.data.mvvideo import Clip, MVVideoConfig, load_example, read_index
 from t4a_jax.diffusion import add_noise, make_schedule
 from t4a_jax.models.unet import UNet, UNetConfig
@@ -49,7 +50,7 @@ from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from t4a_jax.tracking.feature_tracker import (resize_features, similarity_maps,
                                               track_by_features)
 from t4a_jax.tracking.losses import sample_descriptors
-from t4a_jax.tracking.metrics import tapvid_metrics
+from t4a_jax.evaluation.tapvid import tapvid_metrics
 
 METRICS = ("average_pts_within_thresh", "average_jaccard", "occlusion_accuracy")
 
@@ -205,11 +206,10 @@ def run_probe(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
 
 def _demo_data(config: ml_collections.ConfigDict) -> str:
     """A one-object synthetic set in out/data (made once), tracked exactly."""
-    from t4a_jax.data import synthetic
     root = os.path.join(config.out, "data")
-    synthetic.main(["--out", root, "--objects", "1", "--views", "4",
-                    "--frames", str((config.frames - 1) * config.stride + 1),
-                    "--size", str(config.size), "--seed", str(config.seed)])
+    spec = synthetic.DatasetSpec(views=4, frames=(config.frames - 1) * config.stride + 1,
+                                 size=config.size, seed=config.seed)
+    logging.info(synthetic.generate_dataset(root, 1, spec))
     config.tracks = "exact_tracks"
     return root
 

@@ -1,4 +1,4 @@
-"""Tests for the TAP-Vid metrics (t4a_jax.tracking.metrics): hand-computed cases and a
+"""Tests for the TAP-Vid metrics (t4a_jax.evaluation.tapvid): hand-computed cases and a
 loop-by-loop restatement of the official `compute_tapvid_metrics` definitions."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from t4a_jax.data.tracks import TrackSet
-from t4a_jax.tracking.metrics import THRESHOLDS, score_tracks, tapvid_metrics
+from t4a_jax.evaluation.tapvid import THRESHOLDS, score_tracks, tapvid_metrics
 
 KEYS = ({"occlusion_accuracy", "average_pts_within_thresh", "average_jaccard"}
         | {f"pts_within_{d}" for d in THRESHOLDS} | {f"jaccard_{d}" for d in THRESHOLDS})

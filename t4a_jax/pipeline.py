@@ -1,4 +1,4 @@
-"""Stage One inference: static condition renders + cameras + a prompt -> multi-view video.
+"""Stage One inference, a static asset -> a multi-view video (models + render + diffusion).
 
     images, cameras = render_condition_views(gaussians)           # [V, S, S, 3], [V, 16]
     video = sample_multiview_video(unet, vae, text_encoder, tokenizer, images[None],
@@ -16,65 +16,55 @@ U-Net sees one timestep for all frames of an object-view, the condition frame in
 
 All of it (text and image encoders, VAE, the denoising loop, decoding) is one `jax.jit`
 program over the `nnx.split` states of the models, compiled once per set of shapes and
-settings; the loop is a `lax.fori_loop`, so the U-Net is traced once.
+settings; the loop is a `lax.fori_loop`, so the U-Net is traced once. `progress=True`
+shows a bar over the denoising steps (a host callback per step).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 from t4a_jax.diffusion.ddim import sample_ddim
 from t4a_jax.diffusion.schedule import NoiseSchedule, make_schedule
-from t4a_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection, preprocess_images
+from t4a_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection
+from t4a_jax.models.encoders import frame_latents, image_embeddings, prompt_states
 from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.models.unet import UNet
 from t4a_jax.models.vae import AutoencoderKL
-from t4a_jax.render import camera_vector, orbit_cameras, rasterize
+from t4a_jax.render import camera_vector
 from t4a_jax.render.gaussians import Gaussians
+from t4a_jax.render.views import GREY_BACKGROUND, ViewRenderer, ring_views
+
+# Host-side listeners of the compiled sampling loop's step callback (see `_denoised`):
+# the program always calls `_denoised`, so showing progress never recompiles it.
+_STEP_LISTENERS: list[Callable[[int], None]] = []
 
 
 def render_condition_views(gaussians: Gaussians, *, num_views: int = 4,
                            elevation: float = 15.0, azimuth_start: float = 0.0,
                            size: int = 256, distance: float = 3.0, fovy: float = 40.0,
-                           background: float = 0.498, tile_capacity: int = 1024,
-                           ) -> tuple[jax.Array, jax.Array]:
+                           background: float = GREY_BACKGROUND, tile_capacity: int = 1024,
+                           overflow: str = "grow") -> tuple[jax.Array, jax.Array]:
     """The static condition renders of an asset and the U-Net's cameras for them:
     (images [V, size, size, 3] in [0, 1], cameras [V, 16]) for V = `num_views` views at
     azimuths `azimuth_start + 360 k / V` (0, 90, 180, 270 for four), on the Animate3D
     orbit (+z up, DESIGN: elevation 15, distance 3.0, fovy 40, grey background 0.498).
 
-    Raises ValueError when Gaussians overflowed a tile (naming the capacity needed)."""
-    if num_views < 1:
-        raise ValueError(f"render_condition_views: num_views={num_views} must be >= 1")
-    azimuths = azimuth_start + 360.0 * np.arange(num_views) / num_views
-    viewmats, ks, c2w = orbit_cameras(elevation, azimuths, distance=distance,
-                                      fovy_degrees=fovy, width=size, height=size)
-    colors, overflow, needed = _render(gaussians, viewmats, ks,
-                                       jnp.full((num_views, 3), background, jnp.float32),
-                                       size=size, tile_capacity=tile_capacity)
-    if int(overflow):
-        raise ValueError(f"render_condition_views: tile_capacity={tile_capacity} is too "
-                         f"small; {int(needed)} would suffice")
-    return colors, camera_vector(c2w)
-
-
-@functools.partial(jax.jit, static_argnames=("size", "tile_capacity"))
-def _render(gaussians: Gaussians, viewmats: jax.Array, ks: jax.Array,
-            backgrounds: jax.Array, *, size: int, tile_capacity: int
-            ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Colours [V, size, size, 3] clipped to [0, 1], the largest tile overflow and the
-    capacity that would have sufficed."""
-    colors, _, meta = rasterize(**gaussians.activated(), viewmats=viewmats, Ks=ks,
-                                width=size, height=size, sh_degree=gaussians.sh_degree,
-                                backgrounds=backgrounds, tile_capacity=tile_capacity)
-    return (jnp.clip(colors, 0.0, 1.0), jnp.max(meta["overflow"]),
-            jnp.max(meta["max_tile_count"]))
+    `tile_capacity` is where the renderer starts; with `overflow="grow"` it renders again
+    with more when a tile overflows, with "raise" that is a `render.views.TileOverflowError`
+    naming the capacity that would suffice."""
+    views = ring_views(num_views, elevation=elevation, size=size,
+                       azimuth_start=azimuth_start, distance=distance, fovy=fovy)
+    renderer = ViewRenderer(size, size, background=background, tile_capacity=tile_capacity,
+                            overflow=overflow)
+    colors = renderer(gaussians, views.viewmats, views.Ks).colors
+    return jnp.asarray(colors), camera_vector(views.c2w)
 
 
 def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTextModel,
@@ -85,7 +75,7 @@ def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTex
                            negative_prompt: str = "", num_frames: int = 16,
                            num_steps: int = 25, guidance_scale: float = 7.5,
                            eta: float = 0.0, seed: int = 0,
-                           decode_batch_size: int = 16) -> jax.Array:
+                           decode_batch_size: int = 16, progress: bool = False) -> jax.Array:
     """Multi-view videos [B, V, F, H, W, 3] in [0, 1] of B objects (see the module
     docstring for the algorithm).
 
@@ -106,6 +96,7 @@ def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTex
       seed: the PRNG seed; `jax.random.split(jax.random.key(seed), 3)` gives the keys of
         the initial noise, of the condition latents' VAE sample and of eta's noise.
       decode_batch_size: frames decoded at a time.
+      progress: show a tqdm bar over the denoising steps (and wait for the result).
     """
     config = unet.config
     if isinstance(prompts, str):
@@ -143,12 +134,30 @@ def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTex
     graphdefs, states = zip(*(nnx.split(m) if m is not None else (None, None)
                               for m in models))
     ids = jnp.asarray(tokenizer(list(prompts) + [negative_prompt]))
-    return _generate(
-        graphdefs, states, schedule if schedule is not None else make_schedule(), images,
-        None if cameras is None else jnp.asarray(cameras, jnp.float32), ids,
+    run = functools.partial(
+        _generate, graphdefs, states, schedule if schedule is not None else make_schedule(),
+        images, None if cameras is None else jnp.asarray(cameras, jnp.float32), ids,
         jnp.float32(guidance_scale), jax.random.key(seed), num_frames=num_frames,
         num_steps=num_steps, guided=guidance_scale != 1.0, eta=eta,
         decode_batch_size=decode_batch_size)
+    if not progress:
+        return run()
+    with tqdm(total=num_steps, desc="denoising", unit="step") as bar:
+        def show(index: int) -> None:
+            bar.n = index + 1       # absolute, so repeated calls for a step are harmless
+            bar.refresh()
+
+        _STEP_LISTENERS.append(show)
+        try:
+            return jax.block_until_ready(run())
+        finally:
+            _STEP_LISTENERS.remove(show)
+
+
+def _denoised(step: jax.Array) -> None:
+    """The sampling loop's host callback: tell the listeners that `step` is done."""
+    for listener in list(_STEP_LISTENERS):
+        listener(int(step))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdefs", "num_frames", "num_steps", "guided",
@@ -165,17 +174,18 @@ def _generate(graphdefs: tuple, states: tuple, schedule: NoiseSchedule, images: 
     n = b * v
     noise_key, condition_key, eta_key = jax.random.split(key, 3)
 
-    tokens = text_encoder(ids)                                  # [B + 1, L, D]
-    cond: dict[str, Any] = {"text": jnp.repeat(tokens[:b], v, axis=0)}
-    uncond: dict[str, Any] = {"text": jnp.broadcast_to(tokens[b:], (n,) + tokens.shape[1:])}
+    states = prompt_states(text_encoder, ids, v)                # [(B + 1) V, L, D]
+    cond: dict[str, Any] = {"text": states[:n]}
+    uncond: dict[str, Any] = {"text": jnp.broadcast_to(states[n:n + 1],
+                                                       (n,) + states.shape[1:])}
     if cameras is not None:
         cond["cameras"] = uncond["cameras"] = cameras.reshape(n, 16)
     flat = images.reshape(n, h, w, 3)
     if image_encoder is not None:
-        embeds = image_encoder(preprocess_images(flat, image_encoder.config.image_size))
+        embeds = image_embeddings(image_encoder, flat)
         cond["image"], uncond["image"] = embeds, jnp.zeros_like(embeds)
 
-    condition_latent = vae.sample_latents(2.0 * flat - 1.0, condition_key)  # [N, h', w', C]
+    condition_latent = frame_latents(vae, 2.0 * flat - 1.0, condition_key)  # [N, h', w', C]
     latents = jax.random.normal(noise_key, (n, num_frames) + condition_latent.shape[1:])
 
     def denoise(x: jax.Array, t: jax.Array, c: dict[str, Any]) -> jax.Array:
@@ -184,7 +194,8 @@ def _generate(graphdefs: tuple, states: tuple, schedule: NoiseSchedule, images: 
 
     latents = sample_ddim(denoise, schedule, latents, cond, uncond if guided else None,
                           num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
-                          condition_latent=condition_latent, rng=eta_key)
+                          condition_latent=condition_latent, rng=eta_key,
+                          on_step=_denoised)
     frames = jax.lax.map(lambda z: vae.decode(z[None])[0],
                          latents.reshape((n * num_frames,) + latents.shape[2:]),
                          batch_size=decode_batch_size)
