@@ -3,7 +3,8 @@ bilinear reference (borders, time ends), the field's product / concatenation and
 mapping, a new motion field leaving the static asset bit for bit unmoved, 4D SH (w = 1 is
 static SH; a colour that changes in time is fitted with w > 1 and not with w = 1),
 Kabsch against SciPy (reflections fixed), ARAP zero for rigid motions and positive for
-a stretch, exact nearest neighbours, and finite gradients through deform + render."""
+a stretch, exact nearest neighbours, finite gradients through deform + render, the
+reconstruction loss against its formula, progressive frames, per-group learning rates."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import optax
 import pytest
 from scipy.spatial.transform import Rotation
 
-from t4a_jax.fourd import (HexPlaneConfig, MotionConfig, arap_loss, deform,
-                           hexplane_features, init_hexplane, init_motion_field, init_sh4d,
-                           kabsch, nearest_neighbours, plane_total_variation, render_frames,
-                           sample_plane, sh_at, time_smoothness)
+from t4a_jax.fourd import (HexPlaneConfig, MotionConfig, OptimizerConfig, arap_loss, deform,
+                           draw_frames, frames_in_play, hexplane_features, init_hexplane,
+                           init_motion_field, init_sh4d, kabsch, make_optimizer,
+                           nearest_neighbours, plane_total_variation, reconstruction_loss,
+                           render_frames, sample_plane, sh_at, time_smoothness)
 from t4a_jax.fourd.hexplane import PLANE_AXES
 from t4a_jax.render import rasterize
 from t4a_jax.render.builtin import builtin_object
@@ -231,3 +233,48 @@ def test_gradients_through_deform_and_render_are_finite(small_asset):
     assert all(np.isfinite(np.asarray(g)).all() for g in leaves)
     assert float(jnp.abs(grads.decoder["heads"]["position"][1][0]).max()) > 0
     assert any(float(jnp.abs(p).max()) > 0 for p in grads.hexplane.planes[0])
+
+
+def test_reconstruction_loss_is_the_weighted_sum_of_colour_and_mask_errors():
+    rng = np.random.default_rng(8)
+    colors, frames = rng.uniform(size=(2, 3, 4, 5, 6, 3))
+    alphas = rng.uniform(size=(3, 4, 5, 6, 1))
+    masks = rng.uniform(size=(3, 4, 5, 6)) > 0.5
+    loss, parts = reconstruction_loss(jnp.asarray(colors), jnp.asarray(alphas),
+                                      jnp.asarray(frames), jnp.asarray(masks),
+                                      color_weight=100.0, mask_weight=10.0)
+    color = np.mean((colors - frames) ** 2)
+    mask = np.mean((alphas[..., 0] - masks) ** 2)
+    np.testing.assert_allclose([parts["color"], parts["mask"]], [color, mask], rtol=1e-6)
+    np.testing.assert_allclose(float(loss), 100 * color + 10 * mask, rtol=1e-6)
+    zero, _ = reconstruction_loss(jnp.asarray(frames), jnp.asarray(masks[..., None], float),
+                                  jnp.asarray(frames), jnp.asarray(masks))
+    assert float(zero) == 0.0
+
+
+def test_frames_are_added_progressively():
+    counts = [int(frames_in_play(s, 16, every=50)) for s in (0, 49, 50, 120, 749, 5000)]
+    assert counts == [1, 1, 2, 3, 15, 16]
+    early = np.asarray(draw_frames(jax.random.key(0), 120, 16, 64))
+    assert early.shape == (64,) and set(early) == {0, 1, 2}
+    late = np.asarray(draw_frames(jax.random.key(1), 800, 16, 16))
+    assert sorted(late) == list(range(16))                     # all frames, each once
+    assert np.asarray(draw_frames(jax.random.key(1), 0, 16, 16)).max() == 0
+
+
+def test_optimizer_groups_have_their_own_rates_and_the_box_is_frozen(small_asset):
+    config = MotionConfig(hexplane=HexPlaneConfig(resolutions=((4, 4, 4, 3),), channels=2),
+                          width=8, sh_terms=2)
+    field = init_motion_field(jax.random.key(2), small_asset, config)
+    tx = make_optimizer(OptimizerConfig(planes_lr=0.01, heads_lr=1e-4, sh4d_lr=1e-3))
+    ones = jax.tree.map(jnp.ones_like, field)
+    updates, _ = tx.update(ones, tx.init(field), field)
+    moved = optax.apply_updates(field, updates)
+    step = lambda a, b: float(jnp.max(jnp.abs(a - b)))
+    assert step(moved.hexplane.lower, field.hexplane.lower) == 0.0
+    assert step(moved.hexplane.upper, field.hexplane.upper) == 0.0
+    assert step(moved.hexplane.planes[0][0], field.hexplane.planes[0][0]) == pytest.approx(
+        0.01, rel=1e-3)                               # Adam's first step is lr * sign
+    assert step(moved.decoder["trunk"][0][0], field.decoder["trunk"][0][0]) == pytest.approx(
+        1e-4, rel=1e-3)
+    assert step(moved.sh4d, field.sh4d) == pytest.approx(1e-3, rel=1e-3)

@@ -1,7 +1,8 @@
 """Stage Two's 4D Gaussian Splatting pieces (paper Sec. 3.3), pure functions over
 pytrees: the HexPlane motion features (`hexplane`), the multi-head deformation decoder
 (`decoder`, Eq. 7), 4D spherical harmonics (`sh4d`, Eq. 8), the deformed asset and its
-renders (`deform`, Eq. 9) and the ARAP regulariser (`arap`).
+renders (`deform`, Eq. 9), the ARAP regulariser (`arap`), and the reconstruction loss
+with progressive frames and the per-group optimiser (`objective`, Eq. 10).
 
     field = init_motion_field(key, canonical, MotionConfig())
     posed = deform(field, canonical, tau)                        # tau in [0, 1]
@@ -17,11 +18,15 @@ from t4a_jax.fourd.deform import (MotionConfig, MotionField, deform, init_motion
 from t4a_jax.fourd.hexplane import (HexPlaneConfig, HexPlaneField, hexplane_features,
                                     init_hexplane, plane_total_variation, sample_plane,
                                     time_smoothness)
+from t4a_jax.fourd.objective import (OptimizerConfig, draw_frames, frames_in_play,
+                                     make_optimizer, parameter_groups, reconstruction_loss)
 from t4a_jax.fourd.sh4d import init_sh4d, sh_at
 
 __all__ = [
-    "HexPlaneConfig", "HexPlaneField", "MotionConfig", "MotionField", "apply_decoder",
-    "arap_loss", "deform", "hexplane_features", "init_decoder", "init_hexplane",
-    "init_motion_field", "init_sh4d", "kabsch", "nearest_neighbours",
-    "plane_total_variation", "render_frames", "sample_plane", "sh_at", "time_smoothness",
+    "HexPlaneConfig", "HexPlaneField", "MotionConfig", "MotionField", "OptimizerConfig",
+    "apply_decoder", "arap_loss", "deform", "draw_frames", "frames_in_play",
+    "hexplane_features", "init_decoder", "init_hexplane", "init_motion_field", "init_sh4d",
+    "kabsch", "make_optimizer", "nearest_neighbours", "parameter_groups",
+    "plane_total_variation", "reconstruction_loss", "render_frames", "sample_plane",
+    "sh_at", "time_smoothness",
 ]
