@@ -39,7 +39,8 @@ from t4a_jax.models.unet import UNet
 from t4a_jax.models.vae import AutoencoderKL
 from t4a_jax.render import camera_vector
 from t4a_jax.render.gaussians import Gaussians
-from t4a_jax.render.views import GREY_BACKGROUND, ViewRenderer, ring_views
+from t4a_jax.render.views import (GREY_BACKGROUND, ORBIT_DISTANCE, ORBIT_FOVY, ViewRenderer,
+                                  ring_views)
 
 # Host-side listeners of the compiled sampling loop's step callback (see `_denoised`):
 # the program always calls `_denoised`, so showing progress never recompiles it.
@@ -48,7 +49,8 @@ _STEP_LISTENERS: list[Callable[[int], None]] = []
 
 def render_condition_views(gaussians: Gaussians, *, num_views: int = 4,
                            elevation: float = 15.0, azimuth_start: float = 0.0,
-                           size: int = 256, distance: float = 3.0, fovy: float = 40.0,
+                           size: int = 256, distance: float = ORBIT_DISTANCE,
+                           fovy: float = ORBIT_FOVY,
                            background: float = GREY_BACKGROUND, tile_capacity: int = 1024,
                            overflow: str = "grow") -> tuple[jax.Array, jax.Array]:
     """The static condition renders of an asset and the U-Net's cameras for them:

@@ -108,9 +108,10 @@ class ViewRenderer:
       batch_size, near, far: passed to `rasterize`.
     """
 
-    def __init__(self, width: int, height: int, *, background: float | ArrayLike = GREY_BACKGROUND,
-                 tile_capacity: int = 1024, overflow: str = "grow",
-                 cameras_per_step: int | None = None, batch_size: int = 32,
+    def __init__(self, width: int, height: int, *,
+                 background: float | ArrayLike = GREY_BACKGROUND, tile_capacity: int = 1024,
+                 overflow: str = "grow", cameras_per_step: int | None = None,
+                 batch_size: int = 32,
                  near: float = NEAR_PLANE, far: float = FAR_PLANE):
         if overflow not in OVERFLOW_MODES:
             raise ValueError(f"ViewRenderer: overflow={overflow!r}, expected one of "
