@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.prompt = config_dict.placeholder(str)       # what the object does (required)
     config.out = "out/sample.mp4"      # the views side by side, left to right (.mp4/.gif)
     config.per_view = False            # also <stem>_view<k><ext>, one video per view
+    config.clip = config_dict.placeholder(str)  # also a clip folder for t4a_jax.reconstruct
     config.views = config_dict.placeholder(int)        # V, evenly spaced in azimuth
     config.frames = config_dict.placeholder(int)       # F per view, condition included
     config.size = config_dict.placeholder(int)         # square frames, pixels

@@ -39,24 +39,23 @@ from t4a_jax.models.unet import UNet
 from t4a_jax.models.vae import AutoencoderKL
 from t4a_jax.render import camera_vector
 from t4a_jax.render.gaussians import Gaussians
-from t4a_jax.render.views import (GREY_BACKGROUND, ORBIT_DISTANCE, ORBIT_FOVY, ViewRenderer,
-                                  ring_views)
+from t4a_jax.render.views import (GREY_BACKGROUND, ORBIT_DISTANCE, ORBIT_FOVY, ViewRender,
+                                  ViewRenderer, ViewSet, ring_views)
 
 # Host-side listeners of the compiled sampling loop's step callback (see `_denoised`):
 # the program always calls `_denoised`, so showing progress never recompiles it.
 _STEP_LISTENERS: list[Callable[[int], None]] = []
 
 
-def render_condition_views(gaussians: Gaussians, *, num_views: int = 4,
-                           elevation: float = 15.0, azimuth_start: float = 0.0,
-                           size: int = 256, distance: float = ORBIT_DISTANCE,
-                           fovy: float = ORBIT_FOVY,
-                           background: float = GREY_BACKGROUND, tile_capacity: int = 1024,
-                           overflow: str = "grow") -> tuple[jax.Array, jax.Array]:
-    """The static condition renders of an asset and the U-Net's cameras for them:
-    (images [V, size, size, 3] in [0, 1], cameras [V, 16]) for V = `num_views` views at
-    azimuths `azimuth_start + 360 k / V` (0, 90, 180, 270 for four), on the Animate3D
-    orbit (+z up, DESIGN: elevation 15, distance 3.0, fovy 40, grey background 0.498).
+def condition_views(gaussians: Gaussians, *, num_views: int = 4, elevation: float = 15.0,
+                    azimuth_start: float = 0.0, size: int = 256,
+                    distance: float = ORBIT_DISTANCE, fovy: float = ORBIT_FOVY,
+                    background: float = GREY_BACKGROUND, tile_capacity: int = 1024,
+                    overflow: str = "grow") -> tuple[ViewSet, ViewRender]:
+    """The condition views of an asset and their static renders (colours, alphas,
+    depths): V = `num_views` views at azimuths `azimuth_start + 360 k / V` (0, 90, 180,
+    270 for four), on the Animate3D orbit (+z up, DESIGN: elevation 15, distance 3.0,
+    fovy 40, grey background 0.498).
 
     `tile_capacity` is where the renderer starts; with `overflow="grow"` it renders again
     with more when a tile overflows, with "raise" that is a `render.views.TileOverflowError`
@@ -65,8 +64,14 @@ def render_condition_views(gaussians: Gaussians, *, num_views: int = 4,
                        azimuth_start=azimuth_start, distance=distance, fovy=fovy)
     renderer = ViewRenderer(size, size, background=background, tile_capacity=tile_capacity,
                             overflow=overflow)
-    colors = renderer(gaussians, views.viewmats, views.Ks).colors
-    return jnp.asarray(colors), camera_vector(views.c2w)
+    return views, renderer(gaussians, views.viewmats, views.Ks)
+
+
+def render_condition_views(gaussians: Gaussians, **kwargs) -> tuple[jax.Array, jax.Array]:
+    """The condition renders of `condition_views` (same keyword arguments) as the
+    sampler takes them: (images [V, size, size, 3] in [0, 1], U-Net cameras [V, 16])."""
+    views, render = condition_views(gaussians, **kwargs)
+    return jnp.asarray(render.colors), camera_vector(views.c2w)
 
 
 def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTextModel,

@@ -9,12 +9,15 @@ multi-view video.
 encoder, tokenizer, and the image encoder of an IP-Adapter U-Net) and the object
 (`render.assets.load_asset`: a 3DGS `.ply`, a mesh, or `builtin` for the built-in
 object), renders its V condition views on the Animate3D orbit
-(`pipeline.render_condition_views`: azimuths `azimuth + 360 k / V`), samples F frames
+(`pipeline.condition_views`: azimuths `azimuth + 360 k / V`), samples F frames
 per view (`pipeline.sample_multiview_video`, frame 0 the condition render, a progress
 bar over the denoising steps) and writes one video [F, S, V*S, 3] with the views side by
 side, left to right in azimuth order; `per_view` adds one video per view,
 `<stem>_view<k><ext>` beside `out`. Videos are `.mp4` or `.gif`, each written
-atomically. Views, frames, size, steps and guidance default to what the bundle was
+atomically. `clip` also writes a clip folder for Stage Two
+(`reconstruction.clips.write_clip`: the per-view videos, the cameras, the condition
+renders' masks, the prompt and the static asset), which
+`python -m t4a_jax.reconstruct --config.clip=DIR` takes. Views, frames, size, steps and guidance default to what the bundle was
 trained with (`configs/sample.py` says how). The config keys are documented in
 `configs/sample.py`; on the command line they are `--config.<key>=<value>`.
 """
@@ -33,7 +36,9 @@ from ml_collections import config_flags
 
 from t4a_jax.config_files import config_path
 from t4a_jax.models import ModelBundle, load_bundle
-from t4a_jax.pipeline import render_condition_views, sample_multiview_video
+from t4a_jax.pipeline import condition_views, sample_multiview_video
+from t4a_jax.reconstruction.clips import write_clip
+from t4a_jax.render import camera_vector
 from t4a_jax.render.assets import load_asset
 from t4a_jax.video import VIDEO_EXTENSIONS, write_video
 
@@ -108,10 +113,11 @@ def run(config: ml_collections.ConfigDict) -> list[str]:
     config = resolve(config, bundle)
     check_size(config.size, bundle)
     with _timed(f"rendered {config.views} condition views of {config.size}x{config.size}"):
-        images, cameras = render_condition_views(
+        views, render = condition_views(
             gaussians, num_views=config.views, elevation=config.elevation,
             azimuth_start=config.azimuth, size=config.size,
             tile_capacity=config.tile_capacity)
+    images, cameras = render.colors, camera_vector(views.c2w)
     unet_config = bundle.unet.config
     logging.info("sampling %d views x %d frames at %d px, %d DDIM steps, guidance %.2f",
                  config.views, config.frames, config.size, config.steps, config.guidance)
@@ -132,7 +138,14 @@ def run(config: ml_collections.ConfigDict) -> list[str]:
         write_video(path, frames, fps=config.fps)
         logging.info("wrote %s: %d frames of %dx%d (HxW)", path, len(frames),
                      frames.shape[1], frames.shape[2])
-    return list(outputs)
+    written = list(outputs)
+    if config.clip:
+        written.append(write_clip(config.clip, video, views, render.alphas, gaussians,
+                                  prompt=config.prompt, fps=config.fps,
+                                  elevation=config.elevation, azimuth_start=config.azimuth))
+        logging.info("wrote the clip folder %s (python -m t4a_jax.reconstruct "
+                     "--config.clip=%s)", config.clip, config.clip)
+    return written
 
 
 def main(argv: Sequence[str]) -> None:

@@ -39,7 +39,6 @@ init or restore the train state, jit the update, loop (log, sample, checkpoint),
 from __future__ import annotations
 
 import os
-import signal
 import time
 from typing import Any, Sequence
 
@@ -50,6 +49,7 @@ from absl import app, flags, logging
 from flax import nnx
 from ml_collections import config_flags
 
+from t4a_jax.checkpoints import Preemption
 from t4a_jax.data import synthetic
 from t4a_jax.data.loader import MVVideoLoader, shard_batch
 from t4a_jax.data.mvvideo import MVVideoConfig
@@ -168,13 +168,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                                                                     config.stop_after)
     progress = observe.Progress(workdir, config.total_steps, config.global_batch_size, step,
                                 enabled=jax.process_index() == 0)
-    sigterm = {"received": False}
-    previous_handler = None
-    try:
-        previous_handler = signal.signal(
-            signal.SIGTERM, lambda *_: sigterm.update(received=True))
-    except ValueError:      # not the main thread: no preemption handling
-        pass
     token_cache: dict[str, np.ndarray] = {}
     pending: tuple | None = None
     skipped, stopped, start = 0, "done", time.perf_counter()
@@ -200,44 +193,43 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         if done_step % config.log_every == 0 or done_step == end:
             progress.flush(done_step)
 
-    try:
-        while step < end:
-            if sigterm["received"]:
-                stopped = "sigterm"
-                break
-            host_batch = next(loader)
-            ids = [f"{u}/{a}" for u, a in zip(host_batch["uid"], host_batch["anim"])]
-            batch = shard_batch(train_state.device_batch(host_batch, models.tokenizer,
-                                                         token_cache), mesh)
-            state, metrics = train_step(state, parts.frozen, batch)
-            step += 1
+    with Preemption() as preemption:
+        try:
+            while step < end:
+                if preemption.requested:
+                    stopped = "sigterm"
+                    break
+                host_batch = next(loader)
+                ids = [f"{u}/{a}" for u, a in zip(host_batch["uid"], host_batch["anim"])]
+                batch = shard_batch(train_state.device_batch(host_batch, models.tokenizer,
+                                                             token_cache), mesh)
+                state, metrics = train_step(state, parts.frozen, batch)
+                step += 1
+                settle()
+                pending = (step, metrics, ids)
+                if step % config.checkpoint.every_steps == 0:
+                    settle()
+                    checkpointing.save(manager, step, state, loader.get_state())
+                if heldout and (step % config.sample.every_steps == 0):
+                    settle()
+                    sample_videos(state, step)
             settle()
-            pending = (step, metrics, ids)
-            if step % config.checkpoint.every_steps == 0:
-                settle()
-                checkpointing.save(manager, step, state, loader.get_state())
-            if heldout and (step % config.sample.every_steps == 0):
-                settle()
-                sample_videos(state, step)
-        settle()
-        if step >= end and end < config.total_steps:
-            stopped = "stop_after"
-        if manager.latest_step() != step:
-            checkpointing.save(manager, step, state, loader.get_state(), force=True)
-        manager.wait_until_finished()
-        if config.export_models:
-            train_state.export_models(models, state["params"], os.path.join(workdir, "models"),
-                                      SamplingDefaults(
-                                          image_size=data.size, num_views=data.num_views,
-                                          num_frames=data.num_frames,
-                                          num_steps=config.sample.num_steps,
-                                          guidance_scale=config.sample.guidance_scale))
-    finally:
-        manager.wait_until_finished()
-        loader.close()
-        progress.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+            if step >= end and end < config.total_steps:
+                stopped = "stop_after"
+            if manager.latest_step() != step:
+                checkpointing.save(manager, step, state, loader.get_state(), force=True)
+            manager.wait_until_finished()
+            if config.export_models:
+                train_state.export_models(
+                    models, state["params"], os.path.join(workdir, "models"),
+                    SamplingDefaults(image_size=data.size, num_views=data.num_views,
+                                     num_frames=data.num_frames,
+                                     num_steps=config.sample.num_steps,
+                                     guidance_scale=config.sample.guidance_scale))
+        finally:
+            manager.wait_until_finished()
+            loader.close()
+            progress.close()
     wall = time.perf_counter() - start
     logging.info("stopped (%s) at step %d after %.1f s; checkpoint step %s in %s", stopped,
                  step, wall, manager.latest_step(), manager.directory)

@@ -1,7 +1,8 @@
 """The package's layering, checked by walking every module's imports (module level and
 inside functions): low packages never import high ones, and no command imports another.
 
-    utilities   atomic, config_files, video, sharding, xla_workarounds
+    utilities   atomic, checkpoints, config_files, image_metrics, video, sharding,
+                xla_workarounds
     leaves      render, diffusion, tracking          (utilities only)
     fourd       + render, diffusion                  (never models)
     models      utilities only
@@ -21,7 +22,8 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "t4a_jax"
-UTILITIES = {"atomic", "config_files", "video", "sharding", "xla_workarounds"}
+UTILITIES = {"atomic", "checkpoints", "config_files", "image_metrics", "video", "sharding",
+             "xla_workarounds"}
 LEAVES = {"render", "diffusion", "tracking"}
 COMMANDS = {"train", "sample", "turntable", "reconstruct", "animate", "evaluate"}
 HELPERS = {"training", "reconstruction", "evaluation"}

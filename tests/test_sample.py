@@ -26,6 +26,9 @@ from t4a_jax.models.bundle import COMPONENTS, SamplingDefaults
 from t4a_jax.models.clip import CLIPTextConfig, CLIPTextModel
 from t4a_jax.models.io import save
 from t4a_jax.models.tokenizer import BOS_TOKEN, EOS_TOKEN, CLIPTokenizer, bytes_to_unicode
+from t4a_jax.reconstruction.clips import load_clip
+from t4a_jax.render.builtin import builtin_object
+from t4a_jax.render.views import ViewRenderer, ring_views
 from t4a_jax.video import read_video
 from tiny_models import random_model, tiny_mvvdm_models
 
@@ -137,7 +140,7 @@ def _config(bundle_dir: str, out, **overrides):
 def videos(bundle_dir, tmp_path_factory) -> dict[str, np.ndarray]:
     """Decoded videos of three runs: seed 0 with per_view, seed 0 again, seed 1."""
     out = tmp_path_factory.mktemp("sample")
-    runs = {"first": dict(seed=0, per_view=True), "again": dict(seed=0),
+    runs = {"first": dict(seed=0, per_view=True, clip=str(out / "clip")), "again": dict(seed=0),
             "other": dict(seed=1)}
     decoded = {}
     for name, overrides in runs.items():
@@ -147,7 +150,9 @@ def videos(bundle_dir, tmp_path_factory) -> dict[str, np.ndarray]:
     for k, path in enumerate(sample.view_paths(str(out / "first.mp4"), V)):
         decoded[f"view{k}"] = read_video(path)
     assert sorted(os.listdir(out)) == sorted(
-        ["first.mp4", "again.mp4", "other.mp4"] + [f"first_view{k}.mp4" for k in range(V)])
+        ["first.mp4", "again.mp4", "other.mp4", "clip"]
+        + [f"first_view{k}.mp4" for k in range(V)])
+    decoded["clip"] = load_clip(str(out / "clip"))
     return decoded
 
 
@@ -160,6 +165,24 @@ def test_sample_writes_the_views_side_by_side(videos):
         assert view.shape == (F, SIZE, SIZE, 3)
         tile = tiled[:, :, k * SIZE:(k + 1) * SIZE].astype(np.float32)
         assert np.abs(view.astype(np.float32) - tile).mean() < 4.0, k   # codec loss only
+
+
+def test_sample_writes_a_clip_folder_for_stage_two(videos):
+    """`config.clip`: the per-view videos, the condition cameras and masks, the prompt
+    and the static asset, as `reconstruction.clips.load_clip` reads them."""
+    clip = videos["clip"]
+    assert clip.num_views == V and clip.num_frames == F and clip.size == (SIZE, SIZE)
+    assert clip.prompt == PROMPTS[0]
+    for k in range(V):
+        np.testing.assert_array_equal(clip.videos[k], videos[f"view{k}"])
+    views = ring_views(V, elevation=15.0, size=SIZE)
+    np.testing.assert_allclose(clip.viewmats, views.viewmats, atol=1e-5)
+    np.testing.assert_allclose(clip.Ks, views.Ks, atol=1e-5)
+    builtin = builtin_object(0)
+    np.testing.assert_array_equal(clip.canonical.means, builtin.means)
+    condition = ViewRenderer(SIZE, SIZE, tile_capacity=4096)(builtin, views.viewmats,
+                                                             views.Ks)
+    np.testing.assert_array_equal(clip.masks[:, 0], condition.alphas > 0.5)
 
 
 def test_sample_is_deterministic_for_a_seed(videos):

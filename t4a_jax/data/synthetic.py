@@ -12,10 +12,10 @@ uids `synth_0000`, ..., animations `anim_0`, ...):
                                            "azi_start": deg}, "text_prompt": str}}}}
     DIR/videos/<uid>/<anim>/view_{i}.mp4   [F, S, S, 3] RGB at 24 fps on grey 0.498
     DIR/masks/<uid>/<anim>/view_{i}.npz    `mask`: bool [F, S, S], rendered alpha > 0.5
-    DIR/cameras/<uid>/<anim>.npz           `c2w` [V, 4, 4] float32 (Animate3D convention),
-                                           `K` [3, 3] float32 (pixels at S x S), `views`
-                                           [V] int32, scalars `elevation`,
-                                           `azimuth_start`, `distance`, `fovy` (degrees)
+    DIR/cameras/<uid>/<anim>.npz           the V cameras (`data.camera_files`: `c2w`
+                                           [V, 4, 4] Animate3D convention, `K` [3, 3] in
+                                           pixels at S x S, `views`, `elevation`,
+                                           `azimuth_start`, `distance`, `fovy`)
     DIR/static/<uid>.ply                   the creature at rest, which is frame 0 of every
                                            animation (3DGS layout, `render.ply.save_ply`)
     DIR/exact_tracks/<uid>/<anim>.npz      a `TrackSet` (t4a_jax.data.tracks), tracker
@@ -67,11 +67,11 @@ from tqdm import tqdm
 from t4a_jax.atomic import atomic_write
 from t4a_jax.config_files import config_path
 from t4a_jax.data import procedural
+from t4a_jax.data.camera_files import save_cameras
 from t4a_jax.data.tracks import TrackSet, grid_queries, queries_in_mask, save_tracks
 from t4a_jax.render.gaussians import Gaussians
 from t4a_jax.render.ply import save_ply
-from t4a_jax.render.views import (ORBIT_DISTANCE, ORBIT_FOVY, ViewRenderer, ViewSet,
-                                  ring_views)
+from t4a_jax.render.views import ViewRenderer, ViewSet, ring_views
 from t4a_jax.render.visibility import (dominant_gaussians, facing, front_transmittance,
                                        project_points, unproject)
 from t4a_jax.video import write_video
@@ -261,11 +261,8 @@ def generate_item(out: str, item: Item, spec: DatasetSpec, renderer: ViewRendere
     for i in range(num_views):
         write_video(paths["videos"][i], video[i], fps=FPS)
         _save_npz(paths["masks"][i], mask=masks[i])
-    _save_npz(paths["cameras"][0], c2w=views.c2w.astype(np.float32),
-              K=views.Ks[0].astype(np.float32), views=np.arange(num_views, dtype=np.int32),
-              elevation=np.float32(item.elevation),
-              azimuth_start=np.float32(item.azimuth_start),
-              distance=np.float32(ORBIT_DISTANCE), fovy=np.float32(ORBIT_FOVY))
+    save_cameras(paths["cameras"][0], views, elevation=item.elevation,
+                 azimuth_start=item.azimuth_start)
     save_ply(paths["static"][0], creature.gaussians)
     save_tracks(paths["tracks"][0], TrackSet(
         queries=queries.astype(np.float32), valid=valid,

@@ -5,11 +5,9 @@ Each checkpoint `<step>/` holds two items:
          key), `StandardSave`; restored with a sharded abstract target, so every array
          lands in its shards on the mesh.
   data   the loader position and statistics (`MVVideoLoader.get_state()`), `JsonSave`.
-Saves are asynchronous (the device->host copy happens before `save` returns, so the
-donated state can be reused at once); every `every_steps` steps and forced at the end,
-at `stop_after` and on SIGTERM; the last `max_to_keep` are kept. A checkpoint directory
-appears only when complete (Orbax's atomic finalisation), so a run killed at any moment
-resumes from the last complete one.
+Saves (`t4a_jax.checkpoints`: asynchronous, atomic) happen every `every_steps` steps
+and are forced at the end, at `stop_after` and on SIGTERM; the last `max_to_keep` are
+kept.
 """
 
 from __future__ import annotations
@@ -20,14 +18,16 @@ from typing import Any
 import ml_collections
 import orbax.checkpoint as ocp
 
+from t4a_jax.checkpoints import make_manager as _make_manager
+
 
 def make_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        save_interval_steps=config.checkpoint.every_steps,
-        max_to_keep=config.checkpoint.max_to_keep,
-        enable_async_checkpointing=config.checkpoint.async_save, create=True)
-    return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                                 item_names=("state", "data"), options=options)
+    """The manager of WORKDIR/checkpoints (`t4a_jax.checkpoints.make_manager`) with the
+    config's `checkpoint` options and the items `state` and `data`."""
+    c = config.checkpoint
+    return _make_manager(os.path.join(workdir, "checkpoints"), every_steps=c.every_steps,
+                         max_to_keep=c.max_to_keep, async_save=c.async_save,
+                         item_names=("state", "data"))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict,

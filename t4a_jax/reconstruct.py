@@ -1,0 +1,144 @@
+"""`python -m t4a_jax.reconstruct`: Stage Two, a multi-view video -> an animated 3D asset.
+
+    python -m t4a_jax.reconstruct --config=configs/stage2.py --config.clip=DIR --workdir=OUT
+    python -m t4a_jax.reconstruct --config=configs/stage2.py --config.clips=A,B --workdir=OUT
+    python -m t4a_jax.reconstruct --config=configs/stage2.py:tiny --workdir=/tmp/s2_tiny
+
+`run(config, workdir)` reads and checks the clips (`reconstruction.clips`; with the
+`tiny` variant it first generates a synthetic creature into WORKDIR/data), splits each
+clip's views into `config.views` evenly spaced training views and held-out ones, fits
+all objects' motion fields in one sharded program (`reconstruction.loop.fit`: progress
+bar, TensorBoard in WORKDIR/tb, checkpoints in WORKDIR/checkpoints, resume, SIGTERM)
+and writes each object's outputs (`reconstruction.outputs`: per-frame .ply files, the 4D
+asset, the views and turntable videos, metrics.json) into WORKDIR for one clip or
+WORKDIR/<name> for several (name: the clip's, '/' -> '_'). The config keys are
+documented in `configs/stage2.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from t4a_jax.config_files import config_path
+from t4a_jax.data import synthetic
+from t4a_jax.fourd import HexPlaneConfig, MotionConfig, OptimizerConfig
+from t4a_jax.reconstruction.asset import Asset4D
+from t4a_jax.reconstruction.clips import ClipError, clip_folders, load_clip
+from t4a_jax.reconstruction.loop import FitConfig, fit
+from t4a_jax.reconstruction.outputs import export_object
+from t4a_jax.reconstruction.step import StepConfig
+
+
+def fit_config(config: ml_collections.ConfigDict) -> FitConfig:
+    """The library configs of `config` (ValueError naming a bad value)."""
+    m, o, loss = config.motion, config.optimizer, config.loss
+    motion = MotionConfig(
+        hexplane=HexPlaneConfig(resolutions=tuple(tuple(r) for r in m.resolutions),
+                                channels=m.channels, margin=m.margin),
+        width=m.width, depth=m.depth, sh_terms=m.sh_terms)
+    step = StepConfig(frames_per_step=config.frames_per_step, color_weight=loss.color,
+                      mask_weight=loss.mask, arap_weight=loss.arap,
+                      arap_start=loss.arap_start, arap_anchors=loss.arap_anchors,
+                      tv_weight=loss.tv, time_weight=loss.time,
+                      progressive_every=config.progressive_every,
+                      progressive_initial=config.progressive_initial,
+                      tile_capacity=config.tile_capacity)
+    if config.iterations < 1:
+        raise ValueError(f"config.iterations={config.iterations} must be >= 1")
+    return FitConfig(motion=motion, optimizer=OptimizerConfig(o.planes_lr, o.heads_lr,
+                                                              o.sh4d_lr, o.eps),
+                     step=step, iterations=config.iterations, seed=config.seed,
+                     log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                     stop_after=config.stop_after, mesh_data=config.mesh_data,
+                     neighbours=loss.neighbours)
+
+
+def input_folders(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """The clip folders to fit: `clip`, `clips`, or (synthetic) the generated set's."""
+    given = [key for key in ("clip", "clips") if config[key]]
+    if len(given) > 1:
+        raise ValueError("set one of config.clip and config.clips, not both")
+    if given:
+        if config.synthetic.enabled:
+            raise ValueError(f"config.{given[0]} and config.synthetic.enabled: choose one")
+        return clip_folders(config[given[0]])
+    if not config.synthetic.enabled:
+        raise ValueError("config.clip (or config.clips) is required")
+    s = config.synthetic
+    root = os.path.join(workdir, "data")
+    spec = synthetic.DatasetSpec(views=s.views, frames=s.frames, size=s.size,
+                                 seed=config.seed, num_gaussians=s.num_gaussians)
+    logging.info(synthetic.generate_dataset(root, s.objects, spec))
+    items = synthetic.plan(spec, s.objects, 1)
+    return [os.path.join(root, "videos", item.uid, item.anim) for item in items]
+
+
+def training_views(num_views: int, count: int, name: str) -> np.ndarray:
+    """`count` evenly spaced view indices [count] of a clip with `num_views` views."""
+    if count < 1 or num_views % count:
+        raise ValueError(f"config.views={count}: clip {name} has {num_views} views, which "
+                         f"{count} evenly spaced training views must divide")
+    return np.arange(count) * (num_views // count)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Fit and export (module docstring); returns {"metrics": [per object], "step",
+    "stopped", "outputs": [folders]}. Raises ValueError naming a bad key or file."""
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    library = fit_config(config)
+    folders = input_folders(config, workdir)
+    if config.static and len(folders) > 1:
+        raise ValueError("config.static names one asset; it cannot serve several clips")
+    clips = [load_clip(folder, static=config.static, mask_threshold=config.mask_threshold,
+                       num_frames=config.frames, frame_stride=config.frame_stride,
+                       mesh_samples=config.mesh_samples) for folder in folders]
+    views = {clip.num_views for clip in clips}
+    if len(views) > 1:
+        raise ValueError(f"the clips have different view counts {sorted(views)}")
+    train = training_views(clips[0].num_views, config.views, clips[0].name)
+    logging.info("%d object(s): %s; %d views (%d training), %d frames of %dx%d",
+                 len(clips), ", ".join(c.name for c in clips), clips[0].num_views,
+                 len(train), clips[0].num_frames, *clips[0].size)
+    result = fit(clips, train, library, workdir)
+    outputs, metrics = [], []
+    if result.stopped == "done":
+        for clip, field in zip(clips, result.fields):
+            out = workdir if len(clips) == 1 else os.path.join(workdir,
+                                                                 clip.name.replace("/", "_"))
+            asset = Asset4D(field, clip.canonical, library.motion, clip.num_frames, clip.fps,
+                            clip.name, clip.prompt)
+            metrics.append(export_object(out, asset, clip, train,
+                                         turntable=config.turntable_frames))
+            outputs.append(out)
+            summary = " ".join(f"{part} {k} {v:.4g}" for part in ("train", "heldout")
+                               for k, v in metrics[-1].get(part, {}).items())
+            logging.info("%s -> %s: %s", clip.name, out, summary)
+    return {"metrics": metrics, "step": result.step, "stopped": result.stopped,
+            "outputs": outputs, "wall_s": result.wall_s}
+
+
+def main(argv: Sequence[str]) -> None:
+    """The command line: `error: ...` and exit status 1 for bad input."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not flags.FLAGS.workdir:
+        raise app.UsageError("--workdir is required")
+    try:
+        out = run(flags.FLAGS.config, flags.FLAGS.workdir)
+    except (ClipError, ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print("\n".join(out["outputs"]) or f"stopped ({out['stopped']}) at {out['step']}")
+
+
+if __name__ == "__main__":
+    config_flags.DEFINE_config_file("config", config_path("stage2"),
+                                    "ml_collections config file (configs/stage2.py)")
+    flags.DEFINE_string("workdir", None, "Output folder (checkpoints, logs, results).")
+    app.run(main)
