@@ -17,8 +17,8 @@ side, left to right in azimuth order; `per_view` adds one video per view,
 atomically. `clip` also writes a clip folder for Stage Two
 (`reconstruction.clips.write_clip`: the per-view videos, the cameras, the condition
 renders' masks, the prompt and the static asset), which
-`python -m t4a_jax.reconstruct --config.clip=DIR` takes. Views, frames, size, steps and guidance default to what the bundle was
-trained with (`configs/sample.py` says how). The config keys are documented in
+`python -m t4a_jax.reconstruct --config.clip=DIR` takes. Views, frames, size, steps and
+guidance default to what the bundle was trained with (`configs/sample.py` says how). The config keys are documented in
 `configs/sample.py`; on the command line they are `--config.<key>=<value>`.
 """
 

@@ -365,11 +365,15 @@ def test_tiny_run_recovers_the_synthetic_motion(tmp_path):
     moving = static > 0.05
     assert moving.sum() >= 3, static
     print("median error / size per frame", error.round(4), "static", static.round(4))
-    assert np.all(error[moving] < 0.5 * static[moving]), (error, static)
-    assert np.all(error < 0.05), error
+    # At 64 px the motion is a few pixels; uniform surfaces let Gaussians slide along
+    # them unseen, so the error stays well above zero but far below the motion.
+    assert np.all(error[moving] < 0.55 * static[moving]), (error, static)
+    assert error[moving].sum() < 0.45 * static[moving].sum(), (error, static)
+    assert np.all(error < 0.06), error
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["train_views"] == [0, 2, 4, 6] and metrics["heldout_views"] == [1, 3, 5, 7]
-    assert metrics["heldout"]["psnr"] > 25.0 and metrics["heldout"]["mask_iou"] > 0.8, metrics
+    # The static asset scores about 22 dB and IoU 0.85 on the held-out views.
+    assert metrics["heldout"]["psnr"] > 26.0 and metrics["heldout"]["mask_iou"] > 0.93, metrics
     assert np.array(metrics["per_view"]["psnr"]).shape == (8, s.frames)
     # Outputs: one .ply per frame equal to the asset at that frame, videos, TensorBoard.
     plys = sorted(os.listdir(tmp_path / "frames"))

@@ -140,8 +140,8 @@ def _config(bundle_dir: str, out, **overrides):
 def videos(bundle_dir, tmp_path_factory) -> dict[str, np.ndarray]:
     """Decoded videos of three runs: seed 0 with per_view, seed 0 again, seed 1."""
     out = tmp_path_factory.mktemp("sample")
-    runs = {"first": dict(seed=0, per_view=True, clip=str(out / "clip")), "again": dict(seed=0),
-            "other": dict(seed=1)}
+    runs = {"first": dict(seed=0, per_view=True, clip=str(out / "clip")),
+            "again": dict(seed=0), "other": dict(seed=1)}
     decoded = {}
     for name, overrides in runs.items():
         paths = sample.run(_config(bundle_dir, out / f"{name}.mp4", **overrides))

@@ -32,12 +32,15 @@ from t4a_jax.render.rasterize import rasterize
 @dataclasses.dataclass(frozen=True)
 class MotionConfig:
     """The field's sizes: HexPlane scales and channels, decoder width and trunk depth,
-    cosine terms `sh_terms` of the 4D SH (w; 1 = static colour)."""
+    cosine terms `sh_terms` of the 4D SH (w; 1 = static colour), and the width
+    `feature_dim` of per-Gaussian features given beside the HexPlane ones (the Stage One
+    diffusion features; 0: none)."""
 
     hexplane: HexPlaneConfig = HexPlaneConfig()
     width: int = 64
     depth: int = 1
     sh_terms: int = 4
+    feature_dim: int = 0
 
 
 @struct.dataclass
@@ -53,14 +56,19 @@ def init_motion_field(key: jax.Array, canonical: Gaussians, config: MotionConfig
     plane_key, decoder_key = jax.random.split(key)
     return MotionField(
         hexplane=init_hexplane(plane_key, canonical.means, config.hexplane),
-        decoder=init_decoder(decoder_key, config.hexplane.feature_dim, config.width,
-                             config.depth),
+        decoder=init_decoder(decoder_key, config.hexplane.feature_dim + config.feature_dim,
+                             config.width, config.depth),
         sh4d=init_sh4d(canonical.sh, config.sh_terms))
 
 
-def deform(field: MotionField, canonical: Gaussians, tau: jax.Array) -> Gaussians:
-    """The Gaussians at time tau (a scalar in [0, 1])."""
-    features = hexplane_features(field.hexplane, canonical.means, tau)
+def deform(field: MotionField, canonical: Gaussians, tau: jax.Array,
+           features: jax.Array | None = None) -> Gaussians:
+    """The Gaussians at time tau (a scalar in [0, 1]); `features` [N, feature_dim] are
+    the extra per-Gaussian features at that time (required iff the field's config has
+    `feature_dim` > 0), concatenated after the HexPlane ones."""
+    plane_features = hexplane_features(field.hexplane, canonical.means, tau)
+    features = (plane_features if features is None
+                else jnp.concatenate([plane_features, features], axis=-1))
     d_position, d_rotation, d_scale = apply_decoder(field.decoder, features)
     return canonical.replace(means=canonical.means + d_position,
                              quats=canonical.quats + d_rotation,
@@ -71,14 +79,16 @@ def deform(field: MotionField, canonical: Gaussians, tau: jax.Array) -> Gaussian
 def render_frames(field: MotionField, canonical: Gaussians, taus: jax.Array,
                   viewmats: jax.Array, Ks: jax.Array, width: int, height: int, *,
                   backgrounds: jax.Array | None = None, tile_capacity: int = 1024,
+                  features: jax.Array | None = None
                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Renders of the asset at times taus [T] in cameras viewmats [T, V, 4, 4], Ks
     [T, V, 3, 3] (any V per frame, e.g. the 4 training views): colors [T, V, H, W, 3],
-    alphas [T, V, H, W, 1] and the tile overflow [T, V] (0: exact). One program: the
+    alphas [T, V, H, W, 1] and the tile overflow [T, V] (0: exact); `features`
+    [T, N, feature_dim] are the frames' extra features (see `deform`). One program: the
     deformation is vmapped over frames, the cameras are the rasterizer's leading dims."""
 
-    def one(tau, viewmat, k, background):
-        posed = deform(field, canonical, tau)
+    def one(tau, viewmat, k, background, frame_features):
+        posed = deform(field, canonical, tau, frame_features)
         colors, alphas, meta = rasterize(
             **posed.activated(), viewmats=viewmat, Ks=k, width=width, height=height,
             sh_degree=posed.sh_degree, backgrounds=background,
@@ -87,4 +97,4 @@ def render_frames(field: MotionField, canonical: Gaussians, taus: jax.Array,
 
     if backgrounds is None:
         backgrounds = jnp.zeros(viewmats.shape[:-2] + (3,), viewmats.dtype)
-    return jax.vmap(one)(taus, viewmats, Ks, backgrounds)
+    return jax.vmap(one)(taus, viewmats, Ks, backgrounds, features)

@@ -23,7 +23,6 @@ import json
 import os
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from t4a_jax.atomic import atomic_directory
@@ -47,12 +46,12 @@ class Asset4D:
     name: str = ""
     prompt: str = ""
 
-    def at(self, tau: float) -> Gaussians:
-        """The Gaussians at time tau in [0, 1]."""
-        return _deform(self.field, self.canonical, jax.numpy.float32(tau))
+    def at(self, tau: float, features: jax.Array | None = None) -> Gaussians:
+        """The Gaussians at time tau in [0, 1] (`features`: see `fourd.deform`)."""
+        return _deform(self.field, self.canonical, jax.numpy.float32(tau), features)
 
-    def at_frame(self, frame: int) -> Gaussians:
-        return self.at(frame / (self.num_frames - 1))
+    def at_frame(self, frame: int, features: jax.Array | None = None) -> Gaussians:
+        return self.at(frame / (self.num_frames - 1), features)
 
 
 _deform = jax.jit(deform)
@@ -103,7 +102,3 @@ def load_asset4d(directory: str) -> Asset4D:
     return Asset4D(field, canonical, motion, num_frames, fps, str(info.get("name", "")),
                  str(info.get("prompt", "")))
 
-
-def frame_taus(num_frames: int) -> np.ndarray:
-    """tau [F] of the frames of a clip of `num_frames` frames."""
-    return np.arange(num_frames, dtype=np.float32) / (num_frames - 1)

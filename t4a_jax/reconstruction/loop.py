@@ -19,12 +19,14 @@ jitted step, progress, TensorBoard, checkpoints, SIGTERM.
   bit.
 - Progress: a tqdm bar over iterations with the mean loss and PSNR over objects;
   every `log_every` iterations each object's metrics go to TensorBoard (WORKDIR/tb,
-  `<object>/<metric>`) and the log. A tile overflow in a step is warned about.
+  `<object>/<metric>`) and the log. Tile overflows (renders cut short) are warned
+  about at their 1st, 10th and 100th iteration, a skipped non-finite update always.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 import zlib
@@ -135,7 +137,9 @@ def fit(clips: Sequence[Clip], train_views: np.ndarray, config: FitConfig, workd
         return stack([init_state(object_key(config.seed, clips[i].name), clips[i].canonical,
                                  config.motion, tx, num_gaussians) for i in order])
 
-    description = {"clips": [clips[i].name for i in order], "num_gaussians": num_gaussians}
+    description = json.loads(json.dumps({  # as JsonRestore gives it back: lists, not tuples
+        "clips": [clips[i].name for i in order], "num_gaussians": num_gaussians,
+        "motion": dataclasses.asdict(config.motion)}))
     manager = make_manager(os.path.join(workdir, "checkpoints"),
                            every_steps=config.checkpoint_every,
                            max_to_keep=config.max_to_keep, async_save=True,
@@ -164,8 +168,10 @@ def fit(clips: Sequence[Clip], train_views: np.ndarray, config: FitConfig, workd
     stopped, start = "done", time.perf_counter()
     bar = tqdm(total=config.iterations, initial=step, unit="it", desc="stage two")
 
+    overflowed = 0
+
     def settle():
-        nonlocal pending
+        nonlocal pending, overflowed
         if pending is None:
             return
         done, metrics = pending
@@ -174,10 +180,17 @@ def fit(clips: Sequence[Clip], train_views: np.ndarray, config: FitConfig, workd
         history.append((done, host))
         bar.update(1)
         bar.set_postfix(loss=f"{host['loss'].mean():.4g}", psnr=f"{host['psnr'].mean():.2f}")
-        if host["overflow"].max() > 0:
-            logging.warning("iteration %d: tiles overflowed (capacity %d) in %s", done,
+        overflowed += bool(host["overflow"].max() > 0)
+        if host["overflow"].max() > 0 and overflowed in (1, 10, 100):
+            logging.warning("iteration %d: tiles overflowed (capacity %d) in %s (%d "
+                            "iterations so far): raise --config.tile_capacity", done,
                             step_config.tile_capacity,
-                            [n for n, o in zip(names, host["overflow"]) if o > 0])
+                            [n for n, o in zip(names, host["overflow"]) if o > 0],
+                            overflowed)
+        if host["finite"].min() < 1:
+            logging.warning("iteration %d: non-finite loss or gradient for %s; the update "
+                            "was skipped", done,
+                            [n for n, f in zip(names, host["finite"]) if f < 1])
         if done % config.log_every == 0 or done == end:
             for name, i in zip(names, range(len(clips))):
                 for key, value in host.items():

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from t4a_jax.atomic import atomic_write
 from t4a_jax.image_metrics import mask_iou, psnr, ssim
-from t4a_jax.reconstruction.asset import Asset4D, frame_taus, save_asset4d
+from t4a_jax.reconstruction.asset import Asset4D, save_asset4d
 from t4a_jax.reconstruction.clips import Clip
 from t4a_jax.render.ply import save_ply
 from t4a_jax.render.views import ViewRenderer, ring_views

@@ -61,7 +61,8 @@ class Target:
     canonical: the static Gaussians padded to N; valid bool [N] (False: padding);
     num_valid int32 []; neighbours int32 [N, k] (canonical kNN among the valid ones);
     videos uint8 [V, F, H, W, 3] and masks bool [V, F, H, W] of the training views;
-    viewmats [V, 4, 4], Ks [V, 3, 3], background [3].
+    viewmats [V, 4, 4], Ks [V, 3, 3], background [3]; features: None, or the extra
+    per-Gaussian features [F, N, feature_dim] of every frame (`fourd.deform`).
     """
 
     canonical: Gaussians
@@ -73,6 +74,7 @@ class Target:
     viewmats: jax.Array
     Ks: jax.Array
     background: jax.Array
+    features: jax.Array | None = None
 
 
 @struct.dataclass
@@ -185,9 +187,10 @@ def objective(field: MotionField, target: Target, key: jax.Array, step: jax.Arra
     viewmats = jnp.broadcast_to(target.viewmats, (count,) + target.viewmats.shape)
     ks = jnp.broadcast_to(target.Ks, (count,) + target.Ks.shape)
     backgrounds = jnp.broadcast_to(target.background, (count, num_views, 3))
+    features = None if target.features is None else target.features[index]
     colors, alphas, overflow = render_frames(
         field, target.canonical, taus, viewmats, ks, width, height, backgrounds=backgrounds,
-        tile_capacity=config.tile_capacity)
+        tile_capacity=config.tile_capacity, features=features)
     frames = jnp.swapaxes(target.videos[:, index], 0, 1).astype(jnp.float32) / 255.0
     masks = jnp.swapaxes(target.masks[:, index], 0, 1)
     loss, parts = reconstruction_loss(colors, alphas, frames, masks,
@@ -196,7 +199,8 @@ def objective(field: MotionField, target: Target, key: jax.Array, step: jax.Arra
     metrics = {"rec": loss, **parts}
     if config.arap_weight:
         anchors = jax.random.randint(anchor_key, (config.arap_anchors,), 0, target.num_valid)
-        means = jax.vmap(lambda tau: deform(field, target.canonical, tau).means)(taus)
+        means = jax.vmap(lambda tau, f: deform(field, target.canonical, tau, f).means)(
+            taus, features)
         arap = jnp.mean(jax.vmap(lambda m: arap_loss(target.canonical.means, m,
                                                      target.neighbours, anchors))(means))
         loss = loss + jnp.where(step >= config.arap_start, config.arap_weight, 0.0) * arap
@@ -227,7 +231,7 @@ def object_step(state: State, target: Target, config: StepConfig,
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
         state.field, target, key, state.step, config, extra_loss)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.field)
     field = optax.apply_updates(state.field, updates)
