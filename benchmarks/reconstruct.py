@@ -85,7 +85,7 @@ def main() -> None:
     holder = {"states": states}
 
     def one_step():
-        holder["states"], metrics = step(holder["states"], targets)
+        holder["states"], metrics = step(holder["states"], targets, {})
         return metrics["loss"]
 
     step_first, step_time = timed(one_step, args.steps)

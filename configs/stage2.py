@@ -4,14 +4,17 @@ Gaussian asset to a multi-view video.
     python -m t4a_jax.reconstruct --config=configs/stage2.py --config.clip=DIR --workdir=OUT
     python -m t4a_jax.reconstruct --config=configs/stage2.py:tiny --workdir=/tmp/s2_tiny
 
-The default is the paper's setup (Appendix A): one HexPlane scale [100, 100, 100, 8]
-with 16 channels, planes at lr 0.01 and the decoder at 1e-4, 1000 iterations of 4 views
-x 16 frames, frames added progressively (one more every 50 iterations), L_rec with
-colour and mask weights 100, ARAP (weight 10) from iteration 750 (the second phase; the
-4D-SDS term of that phase is the next issue's).
+The default is the paper's setup (Appendix A): the hybrid feature (one HexPlane scale
+[100, 100, 100, 8] with 16 channels beside the Stage One U-Net's features at
+`feature_tap`, projected to 16), planes at lr 0.01 and the decoder at 1e-4, 1000
+iterations of 4 views x 16 frames, frames added progressively (one more every 50
+iterations), L_rec with colour and mask weights 100; from iteration 750 the second
+phase adds 4D-SDS (weight 0.01, 4 random views x 16 frames at 256 px, t in [20, 200],
+guidance 5) and ARAP (weight 10). It needs `stage_one`, a Stage One model bundle
+(`t4a_jax.models.load_bundle`: the training's WORKDIR/models or converted weights).
 
-Variant `tiny`: a CPU demo in about 3 minutes, on a synthetic creature generated into
-OUT/data (8 views of 8 frames at 64 px, 2048 Gaussians): 4 training views, 4 held out;
+Variant `tiny`: a CPU demo in about 3 minutes without a Stage One model (HexPlane
+features, no 4D-SDS), on a synthetic creature generated into OUT/data (8 views of 8 frames at 64 px, 2048 Gaussians): 4 training views, 4 held out;
 200 iterations of 4 frames x 4 views, a coarse [8, 8, 8, 8] plane (at 64 px a finer one
 fits the training views better and the held-out views and the true motion worse),
 planes at lr 0.03 and the decoder at 3e-3 (fewer iterations), static colour (sh_terms 1:
@@ -51,6 +54,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.motion.width = 64       # decoder width
     config.motion.depth = 1        # decoder trunk layers
     config.motion.sh_terms = 4     # w cosine terms of the 4D SH (1: static colour)
+    config.motion.feature_dim = 16 # the diffusion features' width after the projection
+
+    # Stage One's priors (t4a_jax.reconstruction.priors). Ablations (paper Table 4):
+    # features='hexplane' ("w/o Di. Feat"), motion.sh_terms=1 ("w/o 4D SH"),
+    # sds.weight=0, loss.arap=0.
+    config.stage_one = config_dict.placeholder(str)   # the Stage One model bundle
+    config.features = "hybrid"     # 'hybrid' (HexPlane + diffusion features) or 'hexplane'
+    config.feature_tap = "up_blocks.1.motion_modules.2"
+    config.feature_timestep = 50   # the noise level of the feature pass
+    config.sds = ml_collections.ConfigDict()
+    config.sds.weight = 0.01       # lambda5; 0: no 4D-SDS
+    config.sds.start = 750         # the second phase (with ARAP from loss.arap_start)
+    config.sds.views = 4
+    config.sds.frames = 16
+    config.sds.size = 256
+    config.sds.guidance = 5.0
+    config.sds.t_min = 20
+    config.sds.t_max = 200
 
     # The optimiser (t4a_jax.fourd.OptimizerConfig).
     config.optimizer = ml_collections.ConfigDict()
@@ -94,6 +115,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     if arg == "tiny":
         config.synthetic.enabled = True
+        config.features = "hexplane"   # no Stage One model in the demo
+        config.sds.weight = 0.0
         config.motion.resolutions = ((8, 8, 8, 8),)
         config.motion.sh_terms = 1
         config.optimizer.planes_lr = 0.03

@@ -31,7 +31,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from t4a_jax.diffusion.ddim import sample_ddim
-from t4a_jax.diffusion.schedule import NoiseSchedule, make_schedule
+from t4a_jax.diffusion.schedule import NoiseSchedule, add_noise, make_schedule
 from t4a_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection
 from t4a_jax.models.encoders import frame_latents, image_embeddings, prompt_states
 from t4a_jax.models.tokenizer import CLIPTokenizer
@@ -72,6 +72,35 @@ def render_condition_views(gaussians: Gaussians, **kwargs) -> tuple[jax.Array, j
     sampler takes them: (images [V, size, size, 3] in [0, 1], U-Net cameras [V, 16])."""
     views, render = condition_views(gaussians, **kwargs)
     return jnp.asarray(render.colors), camera_vector(views.c2w)
+
+
+def unet_features(unet: UNet, vae: AutoencoderKL, frames: jax.Array, text_states: jax.Array,
+                  *, cameras: jax.Array | None = None, timestep: int = 50, seed: int = 0,
+                  capture: Sequence[str]) -> dict[str, jax.Array]:
+    """{name: features [V, F, h, w, C]} of one slightly noised U-Net pass over a
+    multi-view video (the probe's and Stage Two's feature maps): frames [V, F, S, S, 3]
+    in [-1, 1] are VAE-encoded (posterior mean x scaling), noised to `timestep` with
+    `seed`'s noise, and denoised once with the prompt's text states [1, L, D] (zero
+    IP-Adapter embeddings; `cameras` [V, 16] iff the U-Net takes them), capturing the
+    U-Net modules `capture` (`UNet.feature_names`). One jitted program."""
+    v, f = frames.shape[:2]
+    config = unet.config
+    image_embeds = jnp.zeros((v, config.image_embed_dim)) if config.use_ip_adapter else None
+    graphdef, state = nnx.split(unet)
+    vae_graphdef, vae_state = nnx.split(vae)
+
+    @jax.jit
+    def run(state, vae_state, frames, text_states, cameras):
+        model, autoencoder = nnx.merge(graphdef, state), nnx.merge(vae_graphdef, vae_state)
+        mean, _ = autoencoder.encode(frames.reshape((v * f,) + frames.shape[2:]))
+        latents = (mean * autoencoder.config.scaling_factor).reshape((v, f) + mean.shape[1:])
+        noise = jax.random.normal(jax.random.key(seed), latents.shape)
+        t = jnp.full((v,), timestep)
+        noisy = add_noise(make_schedule(), latents, noise, t)
+        return model(noisy, t, jnp.repeat(text_states, v, axis=0), cameras=cameras,
+                     image_embeds=image_embeds, num_views=v, capture=tuple(capture))[1]
+
+    return run(state, vae_state, jnp.asarray(frames), text_states, cameras)
 
 
 def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTextModel,

@@ -293,11 +293,11 @@ def test_sigterm_saves_and_stops(dataset, tmp_path, monkeypatch):
         step = real_make_step(*args, **kwargs)
         calls = []
 
-        def preempted(states, targets):
+        def preempted(states, targets, frozen):
             calls.append(1)
             if len(calls) == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
-            return step(states, targets)
+            return step(states, targets, frozen)
         return preempted
 
     monkeypatch.setattr(loop, "make_step", make_step_that_is_preempted)

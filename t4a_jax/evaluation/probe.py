@@ -44,8 +44,8 @@ from t4a_jax.atomic import atomic_write
 from t4a_jax.config_files import config_path, get_config
 from t4a_jax.data import synthetic
 from t4a_jax.data.mvvideo import Clip, MVVideoConfig, load_example, read_index
-from t4a_jax.diffusion import add_noise, make_schedule
 from t4a_jax.models.unet import UNet, UNetConfig
+from t4a_jax.pipeline import unet_features
 from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from t4a_jax.tracking.feature_tracker import (resize_features, similarity_maps,
                                               track_by_features)
@@ -90,29 +90,14 @@ def load_clip(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def block_features(probe_models: models.ModelBundle, example: dict[str, Any],
                    timestep: int, seed: int) -> dict[str, jax.Array]:
-    """{block name: features [V, F, h, w, C]} of one noised denoiser pass over the clip."""
-    unet, vae = probe_models.unet, probe_models.vae
-    frames = jnp.asarray(example["frames"])                        # [V, F, S, S, 3]
-    v, f = frames.shape[:2]
-    mean, _ = vae.encode(frames.reshape((v * f,) + frames.shape[2:]))
-    latents = (mean * vae.config.scaling_factor).reshape((v, f) + mean.shape[1:])
-    noise = jax.random.normal(jax.random.key(seed), latents.shape)
-    t = jnp.full((v,), timestep)
-    noisy = add_noise(make_schedule(), latents, noise, t)
+    """{block name: features [V, F, h, w, C]} of one noised denoiser pass over the clip
+    (`pipeline.unet_features`), every block in U-Net order."""
+    unet = probe_models.unet
     text = _text_states(probe_models, example["prompt"], unet.config.cross_attention_dim)
     cameras = jnp.asarray(example["cameras"]) if unet.config.use_camera_embedding else None
-    image_embeds = (jnp.zeros((v, unet.config.image_embed_dim))
-                    if unet.config.use_ip_adapter else None)
     names = unet.feature_names()
-    graphdef, state = nnx.split(unet)
-
-    @jax.jit
-    def run(state, noisy, text):
-        model = nnx.merge(graphdef, state)
-        return model(noisy, t, jnp.repeat(text, v, axis=0), cameras=cameras,
-                     image_embeds=image_embeds, num_views=v, capture=names)[1]
-
-    features = run(state, noisy, text)
+    features = unet_features(unet, probe_models.vae, jnp.asarray(example["frames"]), text,
+                             cameras=cameras, timestep=timestep, seed=seed, capture=names)
     return {name: features[name] for name in names}          # U-Net order
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from t4a_jax.fourd.decoder import apply_decoder, init_decoder
+from t4a_jax.fourd.features import init_feature_params
 from t4a_jax.fourd.hexplane import (HexPlaneConfig, HexPlaneField, hexplane_features,
                                     init_hexplane)
 from t4a_jax.fourd.sh4d import init_sh4d, sh_at
@@ -32,40 +33,51 @@ from t4a_jax.render.rasterize import rasterize
 @dataclasses.dataclass(frozen=True)
 class MotionConfig:
     """The field's sizes: HexPlane scales and channels, decoder width and trunk depth,
-    cosine terms `sh_terms` of the 4D SH (w; 1 = static colour), and the width
-    `feature_dim` of per-Gaussian features given beside the HexPlane ones (the Stage One
-    diffusion features; 0: none)."""
+    cosine terms `sh_terms` of the 4D SH (w; 1 = static colour), and the hybrid
+    feature (Eq. 6, `features`): `feature_channels` C of the Stage One U-Net's maps
+    (0: HexPlane features only) projected to `feature_dim` beside the HexPlane ones."""
 
     hexplane: HexPlaneConfig = HexPlaneConfig()
     width: int = 64
     depth: int = 1
     sh_terms: int = 4
-    feature_dim: int = 0
+    feature_channels: int = 0
+    feature_dim: int = 16
+
+    @property
+    def decoder_inputs(self) -> int:
+        return self.hexplane.feature_dim + (self.feature_dim if self.feature_channels else 0)
 
 
 @struct.dataclass
 class MotionField:
+    """hexplane, decoder, sh4d (module docstring); features: the diffusion-feature
+    projection (`features.init_feature_params`) or None for HexPlane features only."""
+
     hexplane: HexPlaneField
     decoder: dict
     sh4d: jax.Array
+    features: dict | None = None
 
 
 def init_motion_field(key: jax.Array, canonical: Gaussians, config: MotionConfig
                       ) -> MotionField:
     """A field that leaves `canonical` unmoved (see the module docstring)."""
-    plane_key, decoder_key = jax.random.split(key)
+    plane_key, decoder_key, feature_key = jax.random.split(key, 3)
     return MotionField(
         hexplane=init_hexplane(plane_key, canonical.means, config.hexplane),
-        decoder=init_decoder(decoder_key, config.hexplane.feature_dim + config.feature_dim,
-                             config.width, config.depth),
-        sh4d=init_sh4d(canonical.sh, config.sh_terms))
+        decoder=init_decoder(decoder_key, config.decoder_inputs, config.width, config.depth),
+        sh4d=init_sh4d(canonical.sh, config.sh_terms),
+        features=(init_feature_params(feature_key, config.feature_channels,
+                                      config.feature_dim)
+                  if config.feature_channels else None))
 
 
 def deform(field: MotionField, canonical: Gaussians, tau: jax.Array,
            features: jax.Array | None = None) -> Gaussians:
     """The Gaussians at time tau (a scalar in [0, 1]); `features` [N, feature_dim] are
-    the extra per-Gaussian features at that time (required iff the field's config has
-    `feature_dim` > 0), concatenated after the HexPlane ones."""
+    the diffusion features at that time (`features.diffusion_features`; required iff the
+    field has `features`), concatenated after the HexPlane ones."""
     plane_features = hexplane_features(field.hexplane, canonical.means, tau)
     features = (plane_features if features is None
                 else jnp.concatenate([plane_features, features], axis=-1))

@@ -68,13 +68,14 @@ class OptimizerConfig:
 
 def parameter_groups(field: MotionField) -> MotionField:
     """The optimiser group of every leaf of a field: 'planes', 'box' (the normalisation
-    box, never optimised), 'heads' (the decoder) or 'sh4d'."""
+    box, never optimised), 'heads' (the decoder and the diffusion-feature projection)
+    or 'sh4d'."""
     return MotionField(
         hexplane=field.hexplane.replace(
             planes=jax.tree.map(lambda _: "planes", field.hexplane.planes),
             lower="box", upper="box"),
         decoder=jax.tree.map(lambda _: "heads", field.decoder),
-        sh4d="sh4d")
+        sh4d="sh4d", features=jax.tree.map(lambda _: "heads", field.features))
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:

@@ -12,6 +12,10 @@ Layout of the directory (written atomically, `atomic.atomic_directory`):
                      "num_frames": F, "fps": ..., "name": ..., "prompt": ...}
     canonical.ply   the canonical Gaussians (3DGS layout, `render.ply`)
     field/          the MotionField (Orbax, `StandardSave`)
+    frame_features.npy   a hybrid field's diffusion features [F, N, dim] at the clip's
+                    frames (`fourd.diffusion_features`, computed from the Stage One maps
+                    once, so the asset renders without them); between frames they are
+                    interpolated linearly
 
 Frame f of the fitted clip is at tau = f / (F - 1).
 """
@@ -23,15 +27,19 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
 from t4a_jax.atomic import atomic_directory
-from t4a_jax.fourd import HexPlaneConfig, MotionConfig, MotionField, deform, init_motion_field
+from t4a_jax.fourd import (HexPlaneConfig, MotionConfig, MotionField, deform,
+                           diffusion_features, init_motion_field)
 from t4a_jax.render.gaussians import Gaussians
 from t4a_jax.render.ply import load_ply, save_ply
 
 FORMAT, VERSION = "t4a_jax.asset4d", 1
 INFO_FILE, CANONICAL_FILE, FIELD_DIR = "asset.json", "canonical.ply", "field"
+FEATURES_FILE = "frame_features.npy"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +53,32 @@ class Asset4D:
     fps: float
     name: str = ""
     prompt: str = ""
+    frame_features: jax.Array | None = None
 
-    def at(self, tau: float, features: jax.Array | None = None) -> Gaussians:
-        """The Gaussians at time tau in [0, 1] (`features`: see `fourd.deform`)."""
-        return _deform(self.field, self.canonical, jax.numpy.float32(tau), features)
+    def at(self, tau: float) -> Gaussians:
+        """The Gaussians at time tau in [0, 1]."""
+        features = None
+        if self.frame_features is not None:
+            position = float(np.clip(tau, 0.0, 1.0)) * (self.num_frames - 1)
+            lo = min(int(np.floor(position)), self.num_frames - 2)
+            w = position - lo
+            features = (1 - w) * self.frame_features[lo] + w * self.frame_features[lo + 1]
+        return _deform(self.field, self.canonical, jnp.float32(tau), features)
 
-    def at_frame(self, frame: int, features: jax.Array | None = None) -> Gaussians:
-        return self.at(frame / (self.num_frames - 1), features)
+    def at_frame(self, frame: int) -> Gaussians:
+        return self.at(frame / (self.num_frames - 1))
 
 
 _deform = jax.jit(deform)
+
+
+def frame_features(field: MotionField, inputs) -> jax.Array:
+    """A hybrid field's diffusion features [F, N, dim] at every frame of its clip, from
+    the clip's feature inputs (`reconstruction.step.FeatureInputs`, unpadded)."""
+    maps = jnp.asarray(inputs.maps)
+    return jax.jit(jax.vmap(lambda m: diffusion_features(field.features, m,
+                                                         jnp.asarray(inputs.uv),
+                                                         jnp.asarray(inputs.visible))))(maps)
 
 
 def motion_config_dict(config: MotionConfig) -> dict:
@@ -74,6 +98,8 @@ def save_asset4d(directory: str, asset: Asset4D) -> None:
         save_ply(os.path.join(tmp, CANONICAL_FILE), asset.canonical)
         with ocp.StandardCheckpointer() as checkpointer:
             checkpointer.save(os.path.join(tmp, FIELD_DIR), jax.device_get(asset.field))
+        if asset.frame_features is not None:
+            np.save(os.path.join(tmp, FEATURES_FILE), np.asarray(asset.frame_features))
         info = {"format": FORMAT, "version": VERSION,
                 "motion": motion_config_dict(asset.motion), "num_frames": asset.num_frames,
                 "fps": asset.fps, "name": asset.name, "prompt": asset.prompt}
@@ -99,6 +125,10 @@ def load_asset4d(directory: str) -> Asset4D:
     with ocp.StandardCheckpointer() as checkpointer:
         field = checkpointer.restore(os.path.abspath(os.path.join(directory, FIELD_DIR)),
                                      target)
+    features_path = os.path.join(directory, FEATURES_FILE)
+    features = np.load(features_path) if os.path.isfile(features_path) else None
+    if (features is None) != (field.features is None):
+        raise ValueError(f"{directory}: a hybrid field needs {FEATURES_FILE} (and only it)")
     return Asset4D(field, canonical, motion, num_frames, fps, str(info.get("name", "")),
-                 str(info.get("prompt", "")))
+                   str(info.get("prompt", "")), features)
 

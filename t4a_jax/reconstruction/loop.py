@@ -30,21 +30,23 @@ import json
 import os
 import time
 import zlib
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.sharding import NamedSharding, PartitionSpec
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from t4a_jax.checkpoints import Preemption, make_manager
 from t4a_jax.fourd import MotionConfig, MotionField, OptimizerConfig, make_optimizer
 from t4a_jax.reconstruction.clips import Clip
-from t4a_jax.reconstruction.step import (ExtraLoss, StepConfig, init_state, make_step,
-                                         make_target, object_sharding, stack, unstack)
+from t4a_jax.reconstruction.step import (ExtraLoss, FeatureInputs, StepConfig, init_state,
+                                         make_step, make_target, object_sharding, stack,
+                                         unstack)
 from t4a_jax.render.rasterize import rasterize
 from t4a_jax.sharding import make_mesh
 
@@ -102,8 +104,14 @@ def tile_capacity_needed(clips: Sequence[Clip], train_views: np.ndarray,
 
 def fit(clips: Sequence[Clip], train_views: np.ndarray, config: FitConfig, workdir: str, *,
         devices: Sequence[jax.Device] | None = None,
-        extra_loss: ExtraLoss | None = None) -> FitResult:
-    """Fit (or resume fitting) every clip's motion field; see the module docstring."""
+        extra_loss: ExtraLoss | None = None, frozen: Any = None,
+        priors: Sequence[FeatureInputs] | None = None) -> FitResult:
+    """Fit (or resume fitting) every clip's motion field; see the module docstring.
+    `extra_loss` and its `frozen` networks: see `step`; `priors`: each clip's
+    diffusion-feature inputs (for a config with `motion.feature_channels`)."""
+    if (priors is not None) != bool(config.motion.feature_channels):
+        raise ValueError(f"motion.feature_channels={config.motion.feature_channels} needs "
+                         f"the feature inputs of every clip (and 0 none)")
     names = [clip.name for clip in clips]
     shapes = {(c.num_frames,) + c.size for c in clips}
     if len(shapes) > 1:
@@ -130,7 +138,9 @@ def fit(clips: Sequence[Clip], train_views: np.ndarray, config: FitConfig, workd
     tx = make_optimizer(config.optimizer)
     sharding = lambda tree: object_sharding(mesh, tree)
     targets = stack([make_target(clips[i], train_views, num_gaussians,
-                                 neighbours=config.neighbours) for i in order])
+                                 neighbours=config.neighbours,
+                                 priors=None if priors is None else priors[i])
+                     for i in order])
     targets = jax.device_put(targets, sharding(targets))
 
     def fresh():
@@ -159,6 +169,8 @@ def fit(clips: Sequence[Clip], train_views: np.ndarray, config: FitConfig, workd
         states = jax.device_put(fresh(), sharding(jax.eval_shape(fresh)))
     step = int(jax.device_get(states.step)[0])
     train_step = make_step(step_config, tx, mesh, extra_loss)
+    frozen = jax.device_put({} if frozen is None else frozen,
+                            NamedSharding(mesh, PartitionSpec()))
 
     end = config.iterations if config.stop_after is None else min(config.iterations,
                                                                     config.stop_after)
@@ -204,7 +216,7 @@ def fit(clips: Sequence[Clip], train_views: np.ndarray, config: FitConfig, workd
                 if preemption.requested:
                     stopped = "sigterm"
                     break
-                states, metrics = train_step(states, targets)
+                states, metrics = train_step(states, targets, frozen)
                 step += 1
                 settle()
                 pending = (step, metrics)

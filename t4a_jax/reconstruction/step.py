@@ -17,8 +17,9 @@ draws what an unbroken one would):
   (from iteration `arap_start`; `arap_anchors` random anchors among the object's real
   Gaussians, its k canonical neighbours, averaged over the step's frames) +
   `tv_weight` x plane TV + `time_weight` x time smoothness + whatever `extra_loss`
-  returns (the slot of the Stage One priors: a function (field, target, key, step) ->
-  (loss, metrics dict) added as it is);
+  returns (the slot of the Stage One priors, e.g. `priors.SDSTerm.loss`: a function
+  (field, target, key, step, frozen) -> (loss, metrics dict) added as it is; `frozen`
+  is the step's third argument, replicated on every device: the networks it needs);
 - update: the per-group optimiser (`fourd.make_optimizer`); a non-finite loss or
   gradient leaves the field and optimiser state untouched (`finite` = 0 in metrics).
 
@@ -42,16 +43,25 @@ import optax
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from t4a_jax.fourd import (MotionConfig, MotionField, arap_loss, deform, draw_frames,
-                           frames_in_play, init_motion_field, nearest_neighbours,
+from t4a_jax.fourd import (MotionConfig, MotionField, arap_loss, deform,
+                           diffusion_features, draw_frames, frames_in_play, init_motion_field, nearest_neighbours,
                            plane_total_variation, reconstruction_loss, render_frames,
                            time_smoothness)
 from t4a_jax.reconstruction.clips import Clip
 from t4a_jax.render.gaussians import Gaussians
 
 PAD_OPACITY_LOGIT = -30.0     # sigmoid ~ 1e-13: below the rasterizer's 1/255, culled
-ExtraLoss = Callable[[MotionField, "Target", jax.Array, jax.Array],
+ExtraLoss = Callable[[MotionField, "Target", jax.Array, jax.Array, Any],
                      tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@struct.dataclass
+class FeatureInputs:
+    """The diffusion-feature inputs of one object (see `Target`)."""
+
+    maps: jax.Array
+    uv: jax.Array
+    visible: jax.Array
 
 
 @struct.dataclass
@@ -61,8 +71,9 @@ class Target:
     canonical: the static Gaussians padded to N; valid bool [N] (False: padding);
     num_valid int32 []; neighbours int32 [N, k] (canonical kNN among the valid ones);
     videos uint8 [V, F, H, W, 3] and masks bool [V, F, H, W] of the training views;
-    viewmats [V, 4, 4], Ks [V, 3, 3], background [3]; features: None, or the extra
-    per-Gaussian features [F, N, feature_dim] of every frame (`fourd.deform`).
+    viewmats [V, 4, 4], Ks [V, 3, 3], background [3]; priors: None (HexPlane features
+    only) or the Stage One feature inputs of `fourd.features`: maps [F, V, h, w, C] of
+    the training views, uv [V, N, 2], visible bool [V, N] (padding: never visible).
     """
 
     canonical: Gaussians
@@ -74,7 +85,7 @@ class Target:
     viewmats: jax.Array
     Ks: jax.Array
     background: jax.Array
-    features: jax.Array | None = None
+    priors: FeatureInputs | None = None
 
 
 @struct.dataclass
@@ -133,12 +144,18 @@ def pad_gaussians(gaussians: Gaussians, count: int) -> Gaussians:
 
 
 def make_target(clip: Clip, train_views: np.ndarray, num_gaussians: int, *,
-                neighbours: int = 3) -> Target:
+                neighbours: int = 3, priors: FeatureInputs | None = None) -> Target:
     """The device inputs of `clip`'s views `train_views` [V] (indices into the clip),
-    its Gaussians padded to `num_gaussians`."""
+    its Gaussians padded to `num_gaussians`; `priors` of the unpadded Gaussians (uv
+    [V, n, 2], visible [V, n]) are padded likewise."""
     n = clip.canonical.num_gaussians
     knn = nearest_neighbours(jnp.asarray(clip.canonical.means), neighbours)
-    return Target(
+    if priors is not None:
+        pad = ((0, 0), (0, num_gaussians - n))
+        priors = FeatureInputs(maps=jnp.asarray(priors.maps),
+                               uv=jnp.pad(jnp.asarray(priors.uv), pad + ((0, 0),)),
+                               visible=jnp.pad(jnp.asarray(priors.visible), pad))
+    return Target(priors=priors,
         canonical=pad_gaussians(clip.canonical, num_gaussians),
         valid=jnp.arange(num_gaussians) < n, num_valid=jnp.int32(n),
         neighbours=jnp.pad(knn, ((0, num_gaussians - n), (0, 0))),
@@ -175,7 +192,7 @@ def object_sharding(mesh: Mesh, tree: Any) -> Any:
 
 
 def objective(field: MotionField, target: Target, key: jax.Array, step: jax.Array,
-              config: StepConfig, extra_loss: ExtraLoss | None = None
+              config: StepConfig, extra_loss: ExtraLoss | None = None, frozen: Any = None
               ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """One object's loss at iteration `step` and its parts (module docstring)."""
     num_views, num_frames, height, width = target.masks.shape
@@ -187,7 +204,11 @@ def objective(field: MotionField, target: Target, key: jax.Array, step: jax.Arra
     viewmats = jnp.broadcast_to(target.viewmats, (count,) + target.viewmats.shape)
     ks = jnp.broadcast_to(target.Ks, (count,) + target.Ks.shape)
     backgrounds = jnp.broadcast_to(target.background, (count, num_views, 3))
-    features = None if target.features is None else target.features[index]
+    features = None
+    if target.priors is not None:
+        p = target.priors
+        features = jax.vmap(lambda maps: diffusion_features(field.features, maps, p.uv,
+                                                            p.visible))(p.maps[index])
     colors, alphas, overflow = render_frames(
         field, target.canonical, taus, viewmats, ks, width, height, backgrounds=backgrounds,
         tile_capacity=config.tile_capacity, features=features)
@@ -212,7 +233,7 @@ def objective(field: MotionField, target: Target, key: jax.Array, step: jax.Arra
         metrics["time"] = time_smoothness(field.hexplane)
         loss = loss + config.time_weight * metrics["time"]
     if extra_loss is not None:
-        extra, extra_metrics = extra_loss(field, target, extra_key, step)
+        extra, extra_metrics = extra_loss(field, target, extra_key, step, frozen)
         loss = loss + extra
         metrics.update(extra_metrics)
     metrics["psnr"] = -10.0 * jnp.log10(jnp.maximum(parts["color"], 1e-10))
@@ -225,12 +246,12 @@ def objective(field: MotionField, target: Target, key: jax.Array, step: jax.Arra
 
 
 def object_step(state: State, target: Target, config: StepConfig,
-                tx: optax.GradientTransformation, extra_loss: ExtraLoss | None = None
-                ) -> tuple[State, dict[str, jax.Array]]:
+                tx: optax.GradientTransformation, extra_loss: ExtraLoss | None = None,
+                frozen: Any = None) -> tuple[State, dict[str, jax.Array]]:
     """One object's update (module docstring); metrics are scalars."""
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(
-        state.field, target, key, state.step, config, extra_loss)
+        state.field, target, key, state.step, config, extra_loss, frozen)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.field)
@@ -244,10 +265,13 @@ def object_step(state: State, target: Target, config: StepConfig,
 
 def make_step(config: StepConfig, tx: optax.GradientTransformation, mesh: Mesh,
               extra_loss: ExtraLoss | None = None
-              ) -> Callable[[State, Target], tuple[State, dict[str, jax.Array]]]:
-    """The jitted step of stacked states and targets (objects on 'data'); the states
-    are donated. Metrics come back per object [O]."""
-    batched = jax.vmap(lambda s, t: object_step(s, t, config, tx, extra_loss))
+              ) -> Callable[[State, Target, Any], tuple[State, dict[str, jax.Array]]]:
+    """The jitted step(states, targets, frozen) of stacked states and targets (objects
+    on 'data') and the extra loss's `frozen` pytree (replicated; {} without one); the
+    states are donated. Metrics come back per object [O]."""
+    batched = jax.vmap(lambda s, t, f: object_step(s, t, config, tx, extra_loss, f),
+                       in_axes=(0, 0, None))
     data = NamedSharding(mesh, PartitionSpec("data"))
-    return jax.jit(batched, in_shardings=(data, data), out_shardings=(data, data),
-                   donate_argnums=0)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(batched, in_shardings=(data, data, replicated),
+                   out_shardings=(data, data), donate_argnums=0)

@@ -45,6 +45,33 @@ def _load_meshes(path: str) -> list[trimesh.Trimesh]:
     return meshes
 
 
+def ray_visible(path: str, points: np.ndarray, centres: np.ndarray, *,
+                tolerance: float = 1e-3) -> np.ndarray:
+    """bool [V, N]: whether the segment from each camera centre [V, 3] to each point
+    [N, 3] (points on or near the surface of the mesh in `path`) reaches the point
+    before the mesh: the first triangle hit along the ray lies no nearer than the point
+    minus `tolerance` times the scene's extent. Back-facing points fail (the ray meets
+    the front side first), as do points behind other parts."""
+    meshes = _load_meshes(path)
+    offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
+    mesh = trimesh.Trimesh(np.concatenate([m.vertices for m in meshes]),
+                           np.concatenate([m.faces + o for m, o in zip(meshes, offsets)]),
+                           process=False)          # geometry only: no texture merging
+    extent = float(np.linalg.norm(mesh.extents))
+    points = np.asarray(points, np.float64)
+    visible = np.zeros((len(centres), len(points)), bool)
+    for v, centre in enumerate(np.asarray(centres, np.float64)):
+        offset = points - centre
+        distance = np.linalg.norm(offset, axis=-1)
+        directions = offset / distance[:, None]
+        origins = np.broadcast_to(centre, points.shape)
+        hits, rays, _ = mesh.ray.intersects_location(origins, directions, multiple_hits=False)
+        first = np.full(len(points), np.inf)
+        first[rays] = np.linalg.norm(hits - centre, axis=-1)
+        visible[v] = first >= distance - tolerance * extent
+    return visible
+
+
 def _texture_image(visual: trimesh.visual.TextureVisuals) -> Image.Image | None:
     material = visual.material
     image = getattr(material, "baseColorTexture", None)  # PBRMaterial
