@@ -3,6 +3,8 @@ measured in the same run.
 
     python benchmarks/reconstruct.py                      # tiny: 2048 Gaussians, 4 x 4 at 64 px
     python benchmarks/reconstruct.py --paper --steps 3    # 50k Gaussians, 4 x 16 at 256 px
+    python benchmarks/reconstruct.py --sds                # + the 4D-SDS phase (tiny models)
+    python benchmarks/reconstruct.py --paper --sds --memory-only   # compile, report memory
 
 The object is a procedural creature (`data.procedural`, `--gaussians` of them), its
 "video" the static asset's renders in 4 ring views repeated over the frames (the
@@ -11,29 +13,40 @@ content does not change the work of a step). Rows:
   L_rec, ARAP over the frames, Adam), median over `--steps` after one warm-up;
 - `rasterizer`: forward + backward of `rasterize` alone on the same Gaussians and
   cameras (T x 4 renders), the baseline; its share of the step is printed;
+- `sds step` (`--sds`): the second phase's step, 4D-SDS added (random Stage One models:
+  `configs/stage1.py:tiny`'s, or with `--paper` the SD1.5-sized MV-VDM, VAE and CLIP
+  towers in bf16; 4 random views x the frames at the image size);
 Then the per-object wall time of `--iterations` iterations (compile included) at the
-measured rate.
+measured rates (750 reconstruction + 250 SDS iterations with `--sds`, as the paper).
+`--memory-only` compiles the steps without running them (abstract models, nothing
+allocated) and prints XLA's memory analysis: what one device needs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
+from t4a_jax.config_files import get_config
 from t4a_jax.data import procedural
 from t4a_jax.fourd import HexPlaneConfig, MotionConfig, OptimizerConfig, make_optimizer
 from t4a_jax.reconstruction.clips import Clip
+from t4a_jax.models import ModelBundle
 from t4a_jax.reconstruction.loop import tile_capacity_needed
+from t4a_jax.reconstruction.priors import SDSConfig, SDSTerm
 from t4a_jax.reconstruction.step import (StepConfig, init_state, make_step, make_target,
                                          stack)
 from t4a_jax.render.rasterize import rasterize
 from t4a_jax.render.views import ViewRenderer, ring_views
 from t4a_jax.sharding import make_mesh
+from t4a_jax.training.state import random_models
 
 
 def synthetic_clip(num_gaussians: int, size: int, frames: int) -> Clip:
@@ -68,6 +81,9 @@ def main() -> None:
     parser.add_argument("--gaussians", type=int, default=None)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--sds", action="store_true", help="time the 4D-SDS phase too")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="compile only; print the memory analysis")
     args = parser.parse_args()
     n = args.gaussians or (50_000 if args.paper else 2048)
     size, frames = (256, 16) if args.paper else (64, 4)
@@ -82,13 +98,29 @@ def main() -> None:
     states = stack([init_state(jax.random.key(0), clip.canonical, motion, tx, n)])
     targets = stack([make_target(clip, train, n)])
     step = make_step(step_config, tx, mesh)
-    holder = {"states": states}
+    steps = {"step": (step, {})}
+    if args.sds:
+        steps["sds step"] = sds_step(args.paper, step_config, tx, mesh, size, frames,
+                                     clip.canonical, abstract=args.memory_only)
+    if args.memory_only:
+        for name, (fn, frozen) in steps.items():
+            compiled = fn.lower(states, targets, frozen).compile()
+            memory = compiled.memory_analysis()
+            gib = lambda b: f"{b / 2 ** 30:.2f} GiB"
+            print(f"{name}: arguments {gib(memory.argument_size_in_bytes)}, temporaries "
+                  f"{gib(memory.temp_size_in_bytes)}, outputs "
+                  f"{gib(memory.output_size_in_bytes)}")
+        return
+    results = {}
+    for name, (fn, frozen) in steps.items():
+        holder = {"states": states}
 
-    def one_step():
-        holder["states"], metrics = step(holder["states"], targets, {})
-        return metrics["loss"]
+        def one_step(fn=fn, frozen=frozen, holder=holder):
+            holder["states"], metrics = fn(holder["states"], targets, frozen)
+            return metrics["loss"]
 
-    step_first, step_time = timed(one_step, args.steps)
+        results[name] = timed(one_step, args.steps)
+        states = holder["states"]
 
     g = clip.canonical
     viewmats = jnp.broadcast_to(jnp.asarray(clip.viewmats), (frames, 4, 4, 4))
@@ -104,18 +136,40 @@ def main() -> None:
             return jnp.mean(colors) + jnp.mean(alphas)
         return jax.grad(loss)(means)
 
-    raster_first, raster_time = timed(lambda: raster(g.means), args.steps)
+    results["rasterizer"] = timed(lambda: raster(g.means), args.steps)
     device = jax.devices()[0]
     print(f"Stage Two step on {device.platform} ({device.device_kind}), {n} Gaussians, "
           f"4 views x {frames} frames at {size}x{size}, tile capacity "
           f"{step_config.tile_capacity}")
     print(f"{'':12s} {'first call s':>12s} {'median s':>10s} {'it/s':>8s}")
-    for name, first, median in (("step", step_first, step_time),
-                                ("rasterizer", raster_first, raster_time)):
+    for name, (first, median) in results.items():
         print(f"{name:12s} {first:12.2f} {median:10.3f} {1 / median:8.2f}")
-    print(f"rasterizer share of the step: {100 * raster_time / step_time:.0f}%")
-    wall = step_first + (args.iterations - 1) * step_time
+    print(f"rasterizer share of the reconstruction step: "
+          f"{100 * results['rasterizer'][1] / results['step'][1]:.0f}%")
+    wall = results["step"][0] + (args.iterations - 1) * results["step"][1]
+    if args.sds:
+        phase_two = args.iterations // 4
+        wall = (results["step"][0] + results["sds step"][0]
+                + (args.iterations - phase_two - 1) * results["step"][1]
+                + (phase_two - 1) * results["sds step"][1])
     print(f"per object, {args.iterations} iterations: {wall / 60:.1f} min")
+
+
+def sds_step(paper: bool, step_config: StepConfig, tx, mesh, size: int, frames: int,
+             canonical, *, abstract: bool):
+    """(the jitted SDS-phase step, its frozen networks) with random Stage One models."""
+    config = get_config("stage1", None if paper else "tiny")
+    config.random_init.encoders = "full" if paper else "tiny"
+    config.compute_dtype = "bfloat16" if paper else "float32"
+    build = lambda: random_models(config, mesh)
+    models = nnx.eval_shape(build) if abstract else build()
+    bundle = ModelBundle(unet=models.unet, vae=models.vae, text_encoder=None,
+                         tokenizer=None, image_encoder=None)
+    if models.unet.config.use_ip_adapter:
+        bundle = dataclasses.replace(bundle, image_encoder=models.image_encoder)
+    radius = 1.1 * float(np.linalg.norm(np.asarray(canonical.means), axis=-1).max())
+    term = SDSTerm.build(bundle, "", SDSConfig(start=0, frames=frames, size=size), radius)
+    return make_step(step_config, tx, mesh, term.loss), term.frozen
 
 
 if __name__ == "__main__":

@@ -82,4 +82,4 @@ def test_imports_respect_the_layers(path):
 def test_the_walk_sees_imports():
     """The checker itself: module-level, in-function and `from t4a_jax import x` forms."""
     source = PACKAGE / "evaluation" / "probe.py"
-    assert {"data", "models", "diffusion", "tracking"} <= _imported_units(source)
+    assert {"data", "models", "pipeline", "tracking"} <= _imported_units(source)
