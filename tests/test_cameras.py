@@ -16,6 +16,7 @@ from t4a_jax.render.cameras import (
     orbit_cameras,
     orbit_position,
     rigid_inverse,
+    viewmat_to_c2w,
 )
 
 ATOL = 1e-5
@@ -162,6 +163,12 @@ def test_orbit_c2w_batched_matches_single():
 
 
 # ---------------------------------------------------------------- c2w_to_viewmat
+
+
+@pytest.mark.parametrize("elev,azim", ORBIT_CASES)
+def test_viewmat_to_c2w_inverts_c2w_to_viewmat(elev, azim):
+    c2w = orbit_c2w(elev, azim, 3.0)
+    np.testing.assert_allclose(viewmat_to_c2w(c2w_to_viewmat(c2w)), c2w, atol=1e-5)
 
 
 @pytest.mark.parametrize("elev,azim", ORBIT_CASES)

@@ -43,7 +43,7 @@ from t4a_jax.models.encoders import image_embeddings, prompt_states
 from t4a_jax.pipeline import unet_features
 from t4a_jax.reconstruction.clips import Clip
 from t4a_jax.reconstruction.step import FeatureInputs, Target
-from t4a_jax.render.cameras import c2w_to_viewmat, camera_vector, orbit_c2w
+from t4a_jax.render.cameras import c2w_to_viewmat, camera_vector, orbit_c2w, viewmat_to_c2w
 from t4a_jax.render.mesh import ray_visible
 from t4a_jax.render.rasterize import rasterize
 from t4a_jax.render.views import ViewRenderer
@@ -51,12 +51,6 @@ from t4a_jax.render.visibility import depth_visible, project_points
 
 DEPTH_MARGIN = 0.08      # x the asset's diagonal: how far behind the expected depth
 MESH_SUFFIXES = (".obj", ".glb", ".gltf", ".stl", ".off")
-
-
-def viewmats_to_c2w(viewmats: np.ndarray) -> np.ndarray:
-    """Animate3D camera-to-world [V, 4, 4] of OpenCV world-to-camera `viewmats`."""
-    cv = np.linalg.inv(viewmats.astype(np.float64))
-    return (cv @ np.diag([1.0, -1.0, -1.0, 1.0])).astype(np.float32)
 
 
 def feature_inputs(bundle: ModelBundle, clip: Clip, train_views: np.ndarray, *, tap: str,
@@ -70,7 +64,7 @@ def feature_inputs(bundle: ModelBundle, clip: Clip, train_views: np.ndarray, *, 
     views = np.asarray(train_views)
     frames = clip.videos[views].astype(np.float32) / 127.5 - 1.0           # [V, F, S, S, 3]
     text = _text_states(bundle, [clip.prompt])[:1]
-    cameras = (camera_vector(viewmats_to_c2w(clip.viewmats[views]))
+    cameras = (camera_vector(np.asarray(viewmat_to_c2w(clip.viewmats[views])))
                if unet.config.use_camera_embedding else None)
     maps = unet_features(unet, bundle.vae, frames, text, cameras=cameras, timestep=timestep,
                          seed=seed, capture=(tap,))[tap]
@@ -88,7 +82,7 @@ def centre_visibility(clip: Clip, views: np.ndarray) -> np.ndarray:
     """bool [V, N]: which views see each canonical centre (module docstring)."""
     means = np.asarray(clip.canonical.means, np.float64)
     if clip.static_path.lower().endswith(MESH_SUFFIXES):
-        centres = viewmats_to_c2w(clip.viewmats[views])[:, :3, 3]
+        centres = np.asarray(viewmat_to_c2w(clip.viewmats[views]))[:, :3, 3]
         return ray_visible(clip.static_path, means, centres)
     height, width = clip.size
     render = ViewRenderer(width, height)(clip.canonical, clip.viewmats[views], clip.Ks[views])

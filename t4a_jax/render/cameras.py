@@ -83,6 +83,13 @@ def c2w_to_viewmat(c2w: ArrayLike) -> Array:
     return rigid_inverse(c2w_cv)
 
 
+def viewmat_to_c2w(viewmat: ArrayLike) -> Array:
+    """OpenCV world-to-camera `viewmat` [..., 4, 4] -> OpenGL camera-to-world (the
+    inverse of `c2w_to_viewmat`)."""
+    viewmat = jnp.asarray(viewmat)
+    return rigid_inverse(viewmat) @ jnp.asarray(_GL_TO_CV, dtype=viewmat.dtype)
+
+
 def rigid_inverse(transform: ArrayLike) -> Array:
     """Inverse of a rigid transform [..., 4, 4] (rotation + translation), computed exactly."""
     transform = jnp.asarray(transform)
