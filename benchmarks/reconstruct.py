@@ -32,13 +32,17 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from t4a_jax.config_files import get_config
 from t4a_jax.data import procedural
 from t4a_jax.fourd import HexPlaneConfig, MotionConfig, OptimizerConfig, make_optimizer
 from t4a_jax.reconstruction.clips import Clip
 from t4a_jax.models import ModelBundle
+from t4a_jax.models.clip import CLIPVisionConfig, CLIPVisionModelWithProjection
+from t4a_jax.models.io import abstract_model
+from t4a_jax.models.unet import UNet
+from t4a_jax.models.unet_config import UNetConfig
+from t4a_jax.models.vae import AutoencoderKL, VAEConfig
 from t4a_jax.reconstruction.loop import tile_capacity_needed
 from t4a_jax.reconstruction.priors import SDSConfig, SDSTerm
 from t4a_jax.reconstruction.step import (StepConfig, init_state, make_step, make_target,
@@ -159,14 +163,28 @@ def sds_step(paper: bool, step_config: StepConfig, tx, mesh, size: int, frames: 
              canonical, *, abstract: bool):
     """(the jitted SDS-phase step, its frozen networks) with random Stage One models."""
     config = get_config("stage1", None if paper else "tiny")
-    config.random_init.encoders = "full" if paper else "tiny"
-    config.compute_dtype = "bfloat16" if paper else "float32"
-    build = lambda: random_models(config, mesh)
-    models = nnx.eval_shape(build) if abstract else build()
-    bundle = ModelBundle(unet=models.unet, vae=models.vae, text_encoder=None,
-                         tokenizer=None, image_encoder=None)
-    if models.unet.config.use_ip_adapter:
-        bundle = dataclasses.replace(bundle, image_encoder=models.image_encoder)
+    if abstract:          # shapes only: the paper's networks without their weights
+        unet_config = dataclasses.replace(
+            UNetConfig.from_config_dict(config.random_init.unet),
+            dtype=jnp.bfloat16 if paper else jnp.float32)
+        vae_config = VAEConfig() if paper else VAEConfig.tiny()
+        bundle = ModelBundle(
+            unet=abstract_model(lambda rngs: UNet(unet_config, rngs=rngs)),
+            vae=abstract_model(lambda rngs: AutoencoderKL(vae_config, rngs=rngs)),
+            text_encoder=None, tokenizer=None, image_encoder=None)
+        if unet_config.use_ip_adapter:
+            vision = (dataclasses.replace(CLIPVisionConfig(),
+                                          projection_dim=unet_config.image_embed_dim)
+                      if paper else dataclasses.replace(
+                          CLIPVisionConfig.tiny(), projection_dim=unet_config.image_embed_dim))
+            bundle = dataclasses.replace(bundle, image_encoder=abstract_model(
+                lambda rngs: CLIPVisionModelWithProjection(vision, rngs=rngs)))
+    else:
+        config.random_init.encoders = "full" if paper else "tiny"
+        config.compute_dtype = "bfloat16" if paper else "float32"
+        models = random_models(config, mesh)
+        bundle = ModelBundle(unet=models.unet, vae=models.vae, text_encoder=None,
+                             tokenizer=None, image_encoder=models.image_encoder)
     radius = 1.1 * float(np.linalg.norm(np.asarray(canonical.means), axis=-1).max())
     term = SDSTerm.build(bundle, "", SDSConfig(start=0, frames=frames, size=size), radius)
     return make_step(step_config, tx, mesh, term.loss), term.frozen

@@ -72,6 +72,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sds.guidance = 5.0
     config.sds.t_min = 20
     config.sds.t_max = 200
+    config.sds.param_dtype = "bfloat16"   # the frozen U-Net and VAE on device
 
     # The optimiser (t4a_jax.fourd.OptimizerConfig).
     config.optimizer = ml_collections.ConfigDict()

@@ -129,7 +129,8 @@ def sds_term(config: ml_collections.ConfigDict, bundle: ModelBundle,
                        for c in clips)
     return SDSTerm.build(bundle, clips[0].prompt, SDSConfig(
         weight=s.weight, start=s.start, views=s.views, frames=s.frames, size=s.size,
-        guidance=s.guidance, t_min=s.t_min, t_max=s.t_max), radius)
+        guidance=s.guidance, t_min=s.t_min, t_max=s.t_max, param_dtype=s.param_dtype),
+        radius)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

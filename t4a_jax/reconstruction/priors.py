@@ -21,7 +21,10 @@ VAE-encoded (posterior mean x scaling, with gradient), and `fourd.sds_loss` comp
 with the guided Stage One U-Net's estimate (classifier-free guidance `guidance`, the
 prompt against the empty prompt; camera vectors of the random views; the IP-Adapter's
 image embedding of each view's frame-0 render). The U-Net and VAE come in as `frozen`
-arguments of the step (not constants of the program), in their stored dtype.
+arguments of the step (not constants of the program), held in `param_dtype` (bf16 by
+default, as the paper; they compute in their config's dtype). Only the VAE encoder is
+differentiated (the U-Net's estimate is a fixed target), so no remat is needed for
+the U-Net.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class SDSConfig:
     t_max: int = 200
     elevation: tuple[float, float] = (0.0, 30.0)
     fovy: tuple[float, float] = (15.0, 60.0)
+    param_dtype: str = "bfloat16"     # how the frozen U-Net and VAE are held on device
 
 
 def random_cameras(key: jax.Array, count: int, size: int, radius: float,
@@ -153,6 +157,15 @@ def _intrinsics(fovy_degrees: jax.Array, size: int) -> jax.Array:
                      ).at[0, 0].set(focal).at[1, 1].set(focal)
 
 
+def _as_dtype(x: Any, dtype: Any) -> Any:
+    """A floating array (or an abstract one) stored as `dtype`; other leaves as they are."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    if isinstance(x, jax.ShapeDtypeStruct):
+        return jax.ShapeDtypeStruct(x.shape, dtype, sharding=x.sharding)
+    return x.astype(dtype)
+
+
 @dataclasses.dataclass(frozen=True)
 class SDSTerm:
     """The term's static parts (graphdefs, config, radius) and its `frozen` arrays (the
@@ -169,8 +182,10 @@ class SDSTerm:
     def build(cls, bundle: ModelBundle, prompt: str, config: SDSConfig, radius: float
               ) -> "SDSTerm":
         graphdefs, frozen = {}, {}
+        dtype = jnp.dtype(config.param_dtype)
         for name in ("unet", "vae"):
-            graphdefs[name], frozen[name] = nnx.split(getattr(bundle, name))
+            graphdefs[name], state = nnx.split(getattr(bundle, name))
+            frozen[name] = jax.tree.map(lambda x: _as_dtype(x, dtype), state)
         texts = _text_states(bundle, [prompt, ""])
         frozen["text"], frozen["null"] = texts[:1], texts[1:]
         image_encoder = bundle.image_encoder if bundle.unet.config.use_ip_adapter else None
