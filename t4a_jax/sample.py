@@ -24,76 +24,27 @@ guidance default to what the bundle was trained with (`configs/sample.py` says h
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from t4a_jax.config_files import config_path
-from t4a_jax.models import ModelBundle, load_bundle
-from t4a_jax.pipeline import condition_views, sample_multiview_video
+from t4a_jax.models import load_bundle
 from t4a_jax.reconstruction.clips import write_clip
-from t4a_jax.render import camera_vector
 from t4a_jax.render.assets import load_asset
+from t4a_jax.sampling import resolve, sample_asset, tile_views, timed
 from t4a_jax.video import VIDEO_EXTENSIONS, write_video
 
 BUILTIN = "builtin"  # config.object value for `render.builtin.builtin_object`
-# The config keys that default to the bundle's `SamplingDefaults` field of this name.
-FROM_BUNDLE = {"views": "num_views", "frames": "num_frames", "size": "image_size",
-               "steps": "num_steps", "guidance": "guidance_scale"}
-
-
-def resolve(config: ml_collections.ConfigDict, bundle: ModelBundle) -> ml_collections.ConfigDict:
-    """A copy of `config` with every unset key of `FROM_BUNDLE` filled from the bundle's
-    `sampling` defaults, else from `config.defaults`; raises ValueError naming the key of
-    a bad value."""
-    resolved = ml_collections.ConfigDict(config.to_dict())
-    for key, field in FROM_BUNDLE.items():
-        if resolved[key] is None:
-            resolved[key] = (getattr(bundle.sampling, field) if bundle.sampling is not None
-                             else config.defaults[key])
-    for key in ("views", "frames", "size", "steps", "tile_capacity", "mesh_samples"):
-        if not isinstance(resolved[key], int) or resolved[key] <= 0:
-            raise ValueError(f"config.{key}={resolved[key]!r} must be a positive int")
-    if resolved.frames < 2:
-        raise ValueError(f"config.frames={resolved.frames} must be >= 2 (frame 0 is the "
-                         f"condition)")
-    return resolved
-
-
-def check_size(size: int, bundle: ModelBundle) -> None:
-    """Raise ValueError naming `size` unless latents of the VAE fit the U-Net: a multiple
-    of the VAE's times the U-Net's downsampling factor."""
-    vae_factor = bundle.vae.config.downsample_factor
-    unet_factor = bundle.unet.config.downsample_factor
-    if size % (vae_factor * unet_factor):
-        raise ValueError(f"config.size={size} must be a multiple of {vae_factor * unet_factor} "
-                         f"(VAE downsampling {vae_factor} x U-Net downsampling "
-                         f"{unet_factor})")
-
-
-def tile_views(video: np.ndarray) -> np.ndarray:
-    """[V, F, H, W, 3] -> [F, H, V * W, 3]: the views side by side, view 0 leftmost."""
-    v, f, h, w, c = video.shape
-    return video.transpose(1, 2, 0, 3, 4).reshape(f, h, v * w, c)
 
 
 def view_paths(out: str, num_views: int) -> list[str]:
     """The `--per_view` files: `<stem>_view<k><ext>` beside `out`."""
     stem, ext = os.path.splitext(out)
     return [f"{stem}_view{k}{ext}" for k in range(num_views)]
-
-
-@contextlib.contextmanager
-def _timed(what: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    logging.info("%s in %.1f s", what, time.perf_counter() - start)
 
 
 def run(config: ml_collections.ConfigDict) -> list[str]:
@@ -105,29 +56,14 @@ def run(config: ml_collections.ConfigDict) -> list[str]:
     for key in ("checkpoint", "prompt"):
         if not config[key]:
             raise ValueError(f"config.{key} is required")
-    with _timed(f"loaded the object {config.object}"):
+    with timed(f"loaded the object {config.object}"):
         gaussians = load_asset("" if config.object == BUILTIN else config.object,
                                mesh_samples=config.mesh_samples, seed=config.asset_seed)
-    with _timed(f"loaded the models from {config.checkpoint}"):
+    with timed(f"loaded the models from {config.checkpoint}"):
         bundle = load_bundle(config.checkpoint)
     config = resolve(config, bundle)
-    check_size(config.size, bundle)
-    with _timed(f"rendered {config.views} condition views of {config.size}x{config.size}"):
-        views, render = condition_views(
-            gaussians, num_views=config.views, elevation=config.elevation,
-            azimuth_start=config.azimuth, size=config.size,
-            tile_capacity=config.tile_capacity)
-    images, cameras = render.colors, camera_vector(views.c2w)
-    unet_config = bundle.unet.config
-    logging.info("sampling %d views x %d frames at %d px, %d DDIM steps, guidance %.2f",
-                 config.views, config.frames, config.size, config.steps, config.guidance)
-    with _timed("sampled (compilation included)"):
-        video = np.asarray(sample_multiview_video(
-            bundle.unet, bundle.vae, bundle.text_encoder, bundle.tokenizer, images[None],
-            cameras[None] if unet_config.use_camera_embedding else None, [config.prompt],
-            image_encoder=bundle.image_encoder if unet_config.use_ip_adapter else None,
-            num_frames=config.frames, num_steps=config.steps,
-            guidance_scale=config.guidance, seed=config.seed, progress=True))[0]
+    result = sample_asset(bundle, gaussians, config)
+    video, views, render = result.video, result.views, result.render
     outputs = {config.out: tile_views(video)}                      # video [V, F, S, S, 3]
     if config.per_view:
         outputs.update(zip(view_paths(config.out, config.views), video))

@@ -1,14 +1,14 @@
 """The package's layering, checked by walking every module's imports (module level and
 inside functions): low packages never import high ones, and no command imports another.
 
-    utilities   atomic, checkpoints, config_files, image_metrics, video, sharding,
+    utilities   atomic, checkpoints, config_files, image_metrics, video, sharding, stages,
                 xla_workarounds
     leaves      render, diffusion, tracking          (utilities only)
     fourd       + render, diffusion                  (never models)
     models      utilities only
     data        + render
     pipeline    + models, render, diffusion
-    training, reconstruction, evaluation             + any package below them
+    training, reconstruction, evaluation, sampling, export   + any package below them
     commands    train, sample, turntable, ...        any package, never another command
 
 A new top-level module or package must be given its place here.
@@ -23,10 +23,10 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "t4a_jax"
 UTILITIES = {"atomic", "checkpoints", "config_files", "image_metrics", "video", "sharding",
-             "xla_workarounds"}
+             "stages", "xla_workarounds"}
 LEAVES = {"render", "diffusion", "tracking"}
 COMMANDS = {"train", "sample", "turntable", "reconstruct", "animate", "evaluate"}
-HELPERS = {"training", "reconstruction", "evaluation"}
+HELPERS = {"training", "reconstruction", "evaluation", "sampling", "export"}
 BELOW_HELPERS = UTILITIES | LEAVES | {"fourd", "models", "data", "pipeline"}
 ALLOWED = {
     **{name: set() for name in UTILITIES},

@@ -26,7 +26,7 @@ from t4a_jax.fourd import (MotionConfig, HexPlaneConfig, deform, diffusion_featu
                            init_feature_params, init_motion_field, sample_maps, sds_loss)
 from t4a_jax.models import ModelBundle, save_bundle
 from t4a_jax.models.tokenizer import CLIPTokenizer
-from t4a_jax import reconstruct
+from t4a_jax.reconstruction import job
 from t4a_jax.reconstruction.asset import load_asset4d
 from t4a_jax.reconstruction.clips import load_clip
 from t4a_jax.reconstruction.priors import feature_inputs
@@ -177,7 +177,7 @@ def test_two_phase_program_with_a_tiny_stage_one_model(bundle, clip_dir, tmp_pat
     config.motion.update(resolutions=((8, 8, 8, 4),), channels=4, width=16, feature_dim=4)
     config.loss.update(arap_start=2, arap_anchors=64)
     config.sds.update(weight=0.01, start=2, views=2, frames=4, size=SIZE)
-    out = reconstruct.run(config, str(tmp_path / "run"))
+    out = job.run(config, str(tmp_path / "run"))
     assert out["stopped"] == "done"
     history = {step: {k: float(v[0]) for k, v in metrics.items()}
                for step, metrics in out["history"]}

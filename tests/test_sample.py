@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from t4a_jax import sample
+from t4a_jax import sample, sampling
 from t4a_jax.config_files import get_config
 from t4a_jax.models import ModelBundle, load_bundle, save_bundle
 from t4a_jax.models.bundle import COMPONENTS, SamplingDefaults
@@ -192,7 +192,7 @@ def test_sample_is_deterministic_for_a_seed(videos):
 
 def test_tile_views_orders_views_left_to_right():
     video = np.arange(2 * 3 * 4 * 5 * 3).reshape(2, 3, 4, 5, 3)
-    tiled = sample.tile_views(video)
+    tiled = sampling.tile_views(video)
     assert tiled.shape == (3, 4, 10, 3)
     np.testing.assert_array_equal(tiled[:, :, 5:], video[1])
 
@@ -225,12 +225,12 @@ def test_sample_defaults_come_from_the_bundle(bundle, tmp_path):
     assert load_bundle(trained).sampling.image_size == 16
     config = get_config("sample")
     config.update(checkpoint=trained, prompt="a cat")
-    resolved = sample.resolve(config, load_bundle(trained))
+    resolved = sampling.resolve(config, load_bundle(trained))
     assert (resolved.size, resolved.views, resolved.frames, resolved.steps,
             resolved.guidance) == (16, 2, 3, 1, 2.0)
     config.size = 32
-    assert sample.resolve(config, load_bundle(trained)).size == 32
-    converted = sample.resolve(get_config("sample"), bundle)     # no sampling defaults
+    assert sampling.resolve(config, load_bundle(trained)).size == 32
+    converted = sampling.resolve(get_config("sample"), bundle)     # no sampling defaults
     assert (converted.size, converted.views, converted.frames, converted.steps,
             converted.guidance) == (256, 4, 16, 25, 7.5)
     paths = sample.run(_config(trained, tmp_path / "out" / "d.gif", views=None, frames=None,

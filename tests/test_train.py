@@ -92,7 +92,7 @@ def unet_params(workdir) -> dict[str, np.ndarray]:
 
 
 def test_bad_configs_fail_before_compiling(data_root, tmp_path):
-    from t4a_jax.train import train
+    from t4a_jax.training.loop import train
     cases = [
         ({"optimizer.lrr": 1.0}, "unknown key"),
         ({"global_batch_size": 3, "grad_accum_steps": 2}, "not divisible"),
@@ -112,7 +112,7 @@ def test_bad_configs_fail_before_compiling(data_root, tmp_path):
 
 
 def test_resume_in_new_process_equals_straight_run_and_frozen_stay(data_root, tmp_path):
-    from t4a_jax.train import train
+    from t4a_jax.training.loop import train
     from t4a_jax.sharding import make_mesh
     from t4a_jax.training.state import random_models
     straight = train(micro_config(data_root), str(tmp_path / "straight"))
@@ -123,7 +123,7 @@ def test_resume_in_new_process_equals_straight_run_and_frozen_stay(data_root, tm
         import jax
         jax.config.update("jax_compilation_cache_dir", {os.environ['JAX_COMPILATION_CACHE_DIR']!r})
         from test_train import micro_config
-        from t4a_jax.train import train
+        from t4a_jax.training.loop import train
         out = train(micro_config({str(data_root)!r}), {str(tmp_path / 'split')!r})
         assert out["step"] == 4, out
         print("HISTORY", [s for s, _ in out["history"]])
@@ -155,7 +155,7 @@ def test_sharded_step_equals_one_device(data_root, tmp_path):
         import jax, numpy as np
         jax.config.update("jax_compilation_cache_dir", {os.environ['JAX_COMPILATION_CACHE_DIR']!r})
         from test_train import micro_config, unet_params
-        from t4a_jax.train import train
+        from t4a_jax.training.loop import train
         root, tmp = {str(data_root)!r}, {str(tmp_path)!r}
         # Adam's first update is lr * g / (|g| + eps): with the default eps a gradient
         # at rounding level (~1e-9) moves a weight by ~lr either way, so reduction order
@@ -186,7 +186,7 @@ def _fixed_loss(config, data_root, params_source) -> dict[str, float]:
     from t4a_jax.sharding import make_mesh
     from t4a_jax.training.objective import StageOneLossConfig, stage_one_loss
     from t4a_jax.training import state as ts
-    from t4a_jax.train import prepare_data
+    from t4a_jax.training.loop import prepare_data
     mesh = make_mesh(1, 1, devices=jax.devices()[:1])
     models = ts.random_models(config, mesh)
     if params_source is not None:
@@ -209,7 +209,7 @@ def _fixed_loss(config, data_root, params_source) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_overfits_a_single_object(data_root, tmp_path):
-    from t4a_jax.train import train
+    from t4a_jax.training.loop import train
     config = micro_config(data_root, total_steps=25)
     train(config, str(tmp_path / "overfit"))
     before = _fixed_loss(config, data_root, None)
@@ -225,7 +225,7 @@ def test_sigterm_saves_and_stops_at_the_next_step(data_root, tmp_path, monkeypat
     step finish, saves it, and ends the run normally; the old handler is back after."""
     import signal
 
-    import t4a_jax.train as train_module
+    import t4a_jax.training.loop as train_module
     placed = []
 
     def place_and_preempt(batch, mesh):
@@ -248,7 +248,7 @@ def test_non_finite_loss_stops_or_skips(data_root, tmp_path):
     """With an absurd learning rate the first update blows the parameters up: step 2's
     loss is not finite. The run stops naming the step, the batch and the last good
     checkpoint, or with skip_nonfinite counts the skipped updates and finishes."""
-    from t4a_jax.train import NonFiniteLoss, train
+    from t4a_jax.training.loop import NonFiniteLoss, train
     config = micro_config(data_root, **{"optimizer.lr": 1e30, "checkpoint.every_steps": 3})
     with pytest.raises(NonFiniteLoss, match=r"at step 2 \(batch synth_0000/anim_0.*"
                                             r"last good checkpoint: step None"):
