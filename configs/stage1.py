@@ -13,7 +13,9 @@ Variants:
         exact tracks is generated in WORKDIR/data on first use (plus one held-out object
         for the sample videos), a two-level MV-VDM (every MV-VDM part on) and tiny VAE /
         CLIP towers are initialised at random, and it trains on the CPU in a few minutes
-        with a falling loss (f32, no remat).
+        with a falling loss (f32, no remat). Its random VAE is first fitted to the
+        synthetic frames (300 steps, ~1 min), so sample videos show the creatures, and
+        the whole U-Net is trained (its spatial layers are random, not Stable Diffusion's).
 
 Every value can be overridden on the command line: `--config.optimizer.lr=1e-5`.
 Numbers not given by the paper or Animate3D's code (batch, warmup, clipping, steps)
@@ -56,6 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.random_init.encoders = "full"     # 'full' (SD1.5 VAE, CLIP L/14, H/14) or 'tiny'
     config.compute_dtype = "bfloat16"        # U-Net compute; parameters stay float32
     config.remat = True
+    # U-Net parameters trained: 'paper' (the I2V adapter and motion modules) or 'all'.
+    config.trainable = "paper"
 
     # Data (MV-Video layout, t4a_jax.data.mvvideo.MVVideoConfig).
     config.data = ml_collections.ConfigDict()
@@ -125,6 +129,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sample.eta = diffusion.sampler.eta
     config.sample.fps = 8
     config.export_models = True              # WORKDIR/models/{unet,vae,...} at the end
+    # Fit a random VAE to the training frames first (t4a_jax.training.vae_fit; cached in
+    # WORKDIR/vae_fit): 0 = no. Only without init_from (converted VAEs are trained).
+    config.vae_fit = ml_collections.ConfigDict()
+    config.vae_fit.steps = 0
+    config.vae_fit.batch_size = 32
+    config.vae_fit.lr = 2e-3
+    config.vae_fit.kl_weight = 1e-6
 
     if variant == "tiny":
         config.random_init.unet = _sibling("unet").get_config("tiny_all_parts")
@@ -150,4 +161,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.sample.num_objects = 1
         config.sample.num_steps = 4
         config.sample.guidance_scale = 3.0
+        config.vae_fit.steps = 300           # a random VAE decodes to noise
+        config.trainable = "all"             # random spatial layers must learn too
     return config

@@ -93,7 +93,7 @@ def unet_features(unet: UNet, vae: AutoencoderKL, frames: jax.Array, text_states
     def run(state, vae_state, frames, text_states, cameras):
         model, autoencoder = nnx.merge(graphdef, state), nnx.merge(vae_graphdef, vae_state)
         mean, _ = autoencoder.encode(frames.reshape((v * f,) + frames.shape[2:]))
-        latents = (mean * autoencoder.config.scaling_factor).reshape((v, f) + mean.shape[1:])
+        latents = autoencoder.scale(mean).reshape((v, f) + mean.shape[1:])
         noise = jax.random.normal(jax.random.key(seed), latents.shape)
         t = jnp.full((v,), timestep)
         noisy = add_noise(make_schedule(), latents, noise, t)

@@ -4,7 +4,7 @@ the multi-view video sampled.
 
     settings = resolve(config, bundle)      # unset views/frames/size/steps/guidance filled
     result = sample_asset(bundle, gaussians, settings)
-    result.video                            # [V, F, S, S, 3] uint8, frame 0 the condition
+    result.video                            # [V, F, S, S, 3] in [0, 1], frame 0 the condition
 
 `config` is an ml_collections config with the keys of `configs/sample.py` (prompt,
 views, frames, size, steps, guidance, seed, elevation, azimuth, tile_capacity,
@@ -42,7 +42,7 @@ def resolve(config: ml_collections.ConfigDict, bundle: ModelBundle) -> ml_collec
         if resolved[key] is None:
             resolved[key] = (getattr(bundle.sampling, field) if bundle.sampling is not None
                              else config.defaults[key])
-    for key in ("views", "frames", "size", "steps", "tile_capacity", "mesh_samples"):
+    for key in ("views", "frames", "size", "steps", "tile_capacity"):
         if not isinstance(resolved[key], int) or resolved[key] <= 0:
             raise ValueError(f"config.{key}={resolved[key]!r} must be a positive int")
     if resolved.frames < 2:
@@ -77,7 +77,7 @@ def timed(what: str) -> Iterator[None]:
 
 @dataclasses.dataclass(frozen=True)
 class AssetVideo:
-    """A sampled multi-view video: `video` [V, F, S, S, 3] uint8 (frame 0 of each view is
+    """A sampled multi-view video: `video` [V, F, S, S, 3] in [0, 1] (frame 0 of each view is
     its condition render), the condition `views` and their static `render`."""
 
     video: np.ndarray
@@ -85,26 +85,39 @@ class AssetVideo:
     render: ViewRender
 
 
-def sample_asset(bundle: ModelBundle, gaussians: Gaussians,
-                 config: ml_collections.ConfigDict, *, progress: bool = True) -> AssetVideo:
-    """Render the condition views of `gaussians` and sample `config.frames` frames per
-    view (`config` resolved by `resolve`; see the module docstring)."""
-    check_size(config.size, bundle)
+def render_conditions(gaussians: Gaussians, config: ml_collections.ConfigDict
+                      ) -> tuple[ViewSet, ViewRender]:
+    """The `config.views` condition views of `gaussians` on the Animate3D orbit and their
+    static renders (`pipeline.condition_views`)."""
     with timed(f"rendered {config.views} condition views of {config.size}x{config.size}"):
-        views, render = condition_views(
-            gaussians, num_views=config.views, elevation=config.elevation,
-            azimuth_start=config.azimuth, size=config.size,
-            tile_capacity=config.tile_capacity)
+        return condition_views(gaussians, num_views=config.views, elevation=config.elevation,
+                               azimuth_start=config.azimuth, size=config.size,
+                               tile_capacity=config.tile_capacity)
+
+
+def sample_video(bundle: ModelBundle, views: ViewSet, render: ViewRender,
+                 config: ml_collections.ConfigDict, *, progress: bool = True) -> np.ndarray:
+    """[V, F, S, S, 3] in [0, 1]: `config.frames` frames per condition view (frame 0 the
+    condition render), `config.prompt`, DDIM with guidance (`config` resolved)."""
+    check_size(config.size, bundle)
     unet_config = bundle.unet.config
     logging.info("sampling %d views x %d frames at %d px, %d DDIM steps, guidance %.2f",
                  config.views, config.frames, config.size, config.steps, config.guidance)
     with timed("sampled (compilation included)"):
-        video = np.asarray(sample_multiview_video(
+        return np.asarray(sample_multiview_video(
             bundle.unet, bundle.vae, bundle.text_encoder, bundle.tokenizer,
-            render.colors[None],
+            np.asarray(render.colors)[None],
             camera_vector(views.c2w)[None] if unet_config.use_camera_embedding else None,
             [config.prompt],
             image_encoder=bundle.image_encoder if unet_config.use_ip_adapter else None,
             num_frames=config.frames, num_steps=config.steps,
             guidance_scale=config.guidance, seed=config.seed, progress=progress))[0]
-    return AssetVideo(video, views, render)
+
+
+def sample_asset(bundle: ModelBundle, gaussians: Gaussians,
+                 config: ml_collections.ConfigDict, *, progress: bool = True) -> AssetVideo:
+    """`render_conditions` then `sample_video` (`config` resolved by `resolve`)."""
+    check_size(config.size, bundle)
+    views, render = render_conditions(gaussians, config)
+    return AssetVideo(sample_video(bundle, views, render, config, progress=progress),
+                      views, render)

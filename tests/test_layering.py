@@ -1,8 +1,8 @@
 """The package's layering, checked by walking every module's imports (module level and
 inside functions): low packages never import high ones, and no command imports another.
 
-    utilities   atomic, checkpoints, config_files, image_metrics, video, sharding, stages,
-                xla_workarounds
+    utilities   atomic, checkpoints, config_files, image_metrics, logs, video, sharding,
+                stages, xla_workarounds
     leaves      render, diffusion, tracking          (utilities only)
     fourd       + render, diffusion                  (never models)
     models      utilities only
@@ -22,8 +22,8 @@ import pathlib
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "t4a_jax"
-UTILITIES = {"atomic", "checkpoints", "config_files", "image_metrics", "video", "sharding",
-             "stages", "xla_workarounds"}
+UTILITIES = {"atomic", "checkpoints", "config_files", "image_metrics", "logs", "video",
+             "sharding", "stages", "xla_workarounds"}
 LEAVES = {"render", "diffusion", "tracking"}
 COMMANDS = {"train", "sample", "turntable", "reconstruct", "animate", "evaluate"}
 HELPERS = {"training", "reconstruction", "evaluation", "sampling", "export"}

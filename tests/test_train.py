@@ -46,6 +46,8 @@ def micro_config(data_root: str, **overrides):
     config.checkpoint.every_steps = 2
     config.checkpoint.async_save = True
     config.log_every = 1
+    config.vae_fit.steps = 0             # tests/test_vae_fit.py
+    config.trainable = "paper"
     for key, value in overrides.items():
         *path, last = key.split(".")
         node = config

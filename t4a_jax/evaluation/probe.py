@@ -93,19 +93,12 @@ def block_features(probe_models: models.ModelBundle, example: dict[str, Any],
     """{block name: features [V, F, h, w, C]} of one noised denoiser pass over the clip
     (`pipeline.unet_features`), every block in U-Net order."""
     unet = probe_models.unet
-    text = _text_states(probe_models, example["prompt"], unet.config.cross_attention_dim)
+    text = probe_models.text_states([example["prompt"]])
     cameras = jnp.asarray(example["cameras"]) if unet.config.use_camera_embedding else None
     names = unet.feature_names()
     features = unet_features(unet, probe_models.vae, jnp.asarray(example["frames"]), text,
                              cameras=cameras, timestep=timestep, seed=seed, capture=names)
     return {name: features[name] for name in names}          # U-Net order
-
-
-def _text_states(probe_models: models.ModelBundle, prompt: str, dim: int) -> jax.Array:
-    if probe_models.text_encoder is None:
-        return jnp.zeros((1, 77, dim))
-    ids = jnp.asarray(probe_models.tokenizer([prompt]))
-    return probe_models.text_encoder(ids)
 
 
 def score_blocks(features: dict[str, jax.Array], example: dict[str, Any],

@@ -28,6 +28,8 @@ import json
 import os
 from typing import Any, Sequence
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -67,6 +69,17 @@ class ModelBundle:
     tokenizer: CLIPTokenizer | None = None
     image_encoder: CLIPVisionModelWithProjection | None = None
     sampling: SamplingDefaults | None = None
+
+    def text_states(self, prompts: Sequence[str]) -> jax.Array:
+        """The text encoder's last hidden states [len(prompts), L, D] of the prompts
+        (zeros [len, 77, the U-Net's cross-attention width] without a text encoder)."""
+        if self.text_encoder is None:
+            return jnp.zeros((len(prompts), 77, self.unet.config.cross_attention_dim))
+        return self.text_encoder(jnp.asarray(self.tokenizer(list(prompts))))
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """How many tokens `prompt` has (no start/end tokens); 0 without a tokenizer."""
+        return 0 if self.tokenizer is None else len(self.tokenizer.encode(prompt))
 
 
 def with_compute(unet: UNet, *, dtype: Any = None, remat: bool | None = None) -> UNet:

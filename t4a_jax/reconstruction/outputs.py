@@ -96,12 +96,13 @@ def orbit_of(clip: Clip) -> tuple[float, float, float]:
 
 def turntable_frames(asset: Asset4D, clip: Clip, renderer: ViewRenderer, count: int
                      ) -> np.ndarray:
-    """[count, H, W, 3]: the animated asset on the clip's orbit (module docstring)."""
+    """[count, S, S, 3]: the animated asset on the clip's orbit (module docstring), at
+    the renderer's size S (square; the clip's field of view)."""
     elevation, azimuth, distance = orbit_of(clip)
-    height, width = clip.size
+    height = clip.size[0]
     fovy = float(np.degrees(2 * np.arctan(height / (2 * clip.Ks[0, 1, 1]))))
-    views = ring_views(count, elevation=elevation, size=width, azimuth_start=azimuth,
-                       distance=distance, fovy=fovy)
+    views = ring_views(count, elevation=elevation, size=renderer.width,
+                       azimuth_start=azimuth, distance=distance, fovy=fovy)
     frames = []
     for i in tqdm(range(count), desc="turntable", unit="frame", leave=False):
         out = renderer(asset.at_frame(i % clip.num_frames), views.viewmats[i:i + 1],

@@ -42,7 +42,7 @@ from t4a_jax.atomic import atomic_write
 from t4a_jax.diffusion import classifier_free_guidance, make_schedule
 from t4a_jax.fourd import MotionField, deform, diffusion_features, sds_loss
 from t4a_jax.models import ModelBundle
-from t4a_jax.models.encoders import image_embeddings, prompt_states
+from t4a_jax.models.encoders import image_embeddings
 from t4a_jax.pipeline import unet_features
 from t4a_jax.reconstruction.clips import Clip
 from t4a_jax.reconstruction.step import FeatureInputs, Target
@@ -66,7 +66,7 @@ def feature_inputs(bundle: ModelBundle, clip: Clip, train_views: np.ndarray, *, 
                          f"{list(unet.feature_names())[-8:]}")
     views = np.asarray(train_views)
     frames = clip.videos[views].astype(np.float32) / 127.5 - 1.0           # [V, F, S, S, 3]
-    text = _text_states(bundle, [clip.prompt])[:1]
+    text = bundle.text_states([clip.prompt])
     cameras = (camera_vector(np.asarray(viewmat_to_c2w(clip.viewmats[views])))
                if unet.config.use_camera_embedding else None)
     maps = unet_features(unet, bundle.vae, frames, text, cameras=cameras, timestep=timestep,
@@ -104,13 +104,6 @@ def load_or_compute_features(path: str, compute) -> FeatureInputs:
     with atomic_write(path) as file:
         np.savez(file, maps=inputs.maps, uv=inputs.uv, visible=inputs.visible)
     return inputs
-
-
-def _text_states(bundle: ModelBundle, prompts: list[str]) -> jax.Array:
-    """[len(prompts), L, D] text states, zeros without a text encoder."""
-    if bundle.text_encoder is None:
-        return jnp.zeros((len(prompts), 77, bundle.unet.config.cross_attention_dim))
-    return prompt_states(bundle.text_encoder, jnp.asarray(bundle.tokenizer(prompts)), 1)
 
 
 # ----------------------------------------------------------------------------- SDS
@@ -186,7 +179,7 @@ class SDSTerm:
         for name in ("unet", "vae"):
             graphdefs[name], state = nnx.split(getattr(bundle, name))
             frozen[name] = jax.tree.map(lambda x: _as_dtype(x, dtype), state)
-        texts = _text_states(bundle, [prompt, ""])
+        texts = bundle.text_states([prompt, ""])
         frozen["text"], frozen["null"] = texts[:1], texts[1:]
         image_encoder = bundle.image_encoder if bundle.unet.config.use_ip_adapter else None
         if image_encoder is not None:

@@ -21,7 +21,7 @@ from t4a_jax.render.sh import MAX_SH_DEGREE
 _GREY = 0.5
 
 
-def _load_meshes(path: str) -> list[trimesh.Trimesh]:
+def load_meshes(path: str) -> list[trimesh.Trimesh]:
     """The triangle meshes in the file with their scene transforms applied.
 
     Geometry without triangles of non-zero area (point clouds, lines, degenerate meshes) is
@@ -52,7 +52,7 @@ def ray_visible(path: str, points: np.ndarray, centres: np.ndarray, *,
     before the mesh: the first triangle hit along the ray lies no nearer than the point
     minus `tolerance` times the scene's extent. Back-facing points fail (the ray meets
     the front side first), as do points behind other parts."""
-    meshes = _load_meshes(path)
+    meshes = load_meshes(path)
     offsets = np.cumsum([0] + [len(m.vertices) for m in meshes[:-1]])
     mesh = trimesh.Trimesh(np.concatenate([m.vertices for m in meshes]),
                            np.concatenate([m.faces + o for m, o in zip(meshes, offsets)]),
@@ -203,7 +203,7 @@ def gaussians_from_mesh(path: str | os.PathLike, *, num_samples: int = 20000,
     if max_size is not None and not max_size > 0.0:
         raise ValueError(f"max_size must be > 0, got {max_size}")
 
-    meshes = _load_meshes(path)
+    meshes = load_meshes(path)
     areas = np.concatenate([m.area_faces for m in meshes])
     owner = np.concatenate([np.full(len(m.faces), i) for i, m in enumerate(meshes)])
     local_face = np.concatenate([np.arange(len(m.faces)) for m in meshes])

@@ -22,7 +22,7 @@ _INT_OR_NONE = (int, type(None))
 SCHEMA: dict[str, Any] = {
     "variant": str, "seed": int, "init_from": _STR_OR_NONE,
     "random_init.unet": dict, "random_init.encoders": str,
-    "compute_dtype": str, "remat": bool,
+    "compute_dtype": str, "remat": bool, "trainable": str,
     "data.root": _STR_OR_NONE, "data.heldout_root": _STR_OR_NONE, "data.size": int,
     "data.num_views": int, "data.num_frames": int, "data.frame_stride": int,
     "data.max_start": int, "data.tracks_dir": _STR_OR_NONE,
@@ -45,6 +45,8 @@ SCHEMA: dict[str, Any] = {
     "sample.every_steps": int, "sample.num_objects": int, "sample.num_steps": int,
     "sample.guidance_scale": _NUM, "sample.eta": _NUM, "sample.fps": _NUM,
     "export_models": bool,
+    "vae_fit.steps": int, "vae_fit.batch_size": int, "vae_fit.lr": _NUM,
+    "vae_fit.kl_weight": _NUM,
 }
 _POSITIVE = ("seed", "data.size", "data.num_views", "data.num_frames", "global_batch_size",
              "grad_accum_steps", "total_steps", "checkpoint.every_steps",
@@ -100,6 +102,12 @@ def validate(config: ml_collections.ConfigDict, *, device_count: int,
     if flat["compute_dtype"] not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"config.compute_dtype={flat['compute_dtype']!r}: expected "
                          f"float32, bfloat16 or float16")
+    if flat["vae_fit.steps"] < 0:
+        raise ValueError(f"config.vae_fit.steps={flat['vae_fit.steps']} must be >= 0")
+    if flat["vae_fit.steps"] and flat["init_from"] is not None:
+        raise ValueError(f"config.vae_fit.steps={flat['vae_fit.steps']}: fitting the VAE is "
+                         f"for random weights; config.init_from={flat['init_from']} has a "
+                         f"trained one (set vae_fit.steps=0)")
     if flat["init_from"] is None and flat["variant"] != "tiny":
         raise ValueError("config.init_from is required for the paper variant: a folder of "
                          "converted checkpoints (unet/ vae/ text_encoder/ tokenizer/ "

@@ -6,12 +6,14 @@ for what a run does and writes).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import Any, Sequence
 
 import jax
 import ml_collections
+from jax.sharding import Mesh
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -22,12 +24,16 @@ from t4a_jax.data.loader import MVVideoLoader, shard_batch
 from t4a_jax.data.mvvideo import MVVideoConfig
 from t4a_jax.diffusion import make_schedule
 from t4a_jax.models.bundle import SamplingDefaults
+from t4a_jax.models.vae import AutoencoderKL
 from t4a_jax.pipeline import sample_multiview_video
-from t4a_jax.sharding import make_mesh
+from t4a_jax.sharding import make_mesh, named_shardings
 from t4a_jax.training.objective import StageOneLossConfig
 from t4a_jax.training import checkpointing, observe
 from t4a_jax.training import state as train_state
 from t4a_jax.training.config import validate
+from t4a_jax.training.vae_fit import cached_autoencoder
+
+FIT_FRAMES = 256     # frames of the training set the VAE is fitted to
 
 
 class NonFiniteLoss(RuntimeError):
@@ -63,6 +69,34 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str
     return data, heldout
 
 
+def fitted_vae(config: ml_collections.ConfigDict, vae: AutoencoderKL, data: MVVideoConfig,
+               workdir: str, mesh: Mesh) -> AutoencoderKL:
+    """The random `vae` fitted to frames of the training set (`training.vae_fit`), once:
+    cached in WORKDIR/vae_fit and read back on resume; placed on `mesh`."""
+    def frames() -> np.ndarray:
+        loader = MVVideoLoader(data, config.global_batch_size, seed=config.seed + 1,
+                               num_workers=0)
+        try:
+            batches, count = [], 0
+            while count < FIT_FRAMES:
+                batch = next(loader)["frames"]
+                batches.append(batch.reshape((-1,) + batch.shape[-3:]))
+                count += len(batches[-1])
+        finally:
+            loader.close()
+        return np.concatenate(batches)[:FIT_FRAMES]
+
+    f = config.vae_fit
+    fitted, report = cached_autoencoder(
+        vae, frames, os.path.join(workdir, "vae_fit"), steps=f.steps,
+        batch_size=f.batch_size, lr=f.lr, kl_weight=f.kl_weight, seed=config.seed,
+        progress=jax.process_index() == 0)
+    logging.info("VAE fitted to the training frames: PSNR %.1f dB", report["psnr"])
+    state = nnx.state(fitted)
+    nnx.update(fitted, jax.device_put(state, named_shardings(state, mesh)))
+    return fitted
+
+
 def train(config: ml_collections.ConfigDict, workdir: str,
           devices: Sequence[jax.Device] | None = None) -> dict[str, Any]:
     """Run (or resume) the training in `workdir`; returns a summary: final `step`,
@@ -90,13 +124,17 @@ def train(config: ml_collections.ConfigDict, workdir: str,
 
     # 3. Models, split once into graphdefs / trainable params / frozen rest, on the mesh.
     models = train_state.build_models(config, mesh)
+    if config.vae_fit.steps:
+        models = dataclasses.replace(models, vae=fitted_vae(config, models.vae, data, workdir,
+                                                            mesh))
     unet_config = models.unet.config
     factor = models.vae.config.downsample_factor * unet_config.downsample_factor
     if data.size % factor:
         raise ValueError(f"config.data.size={data.size} must be a multiple of {factor} "
                          f"(VAE x U-Net downsampling)")
     tx, lr_schedule = train_state.make_optimizer(config)
-    parts = train_state.init_state(models, tx, config.seed, mesh)
+    trainable = train_state.trainable_of(config)
+    parts = train_state.init_state(models, tx, config.seed, mesh, trainable)
     logging.info("U-Net: %d trainable, %d frozen parameters",
                  train_state.count_params(parts.state["params"]),
                  train_state.count_params(parts.frozen["unet"]))
@@ -192,7 +230,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                     SamplingDefaults(image_size=data.size, num_views=data.num_views,
                                      num_frames=data.num_frames,
                                      num_steps=config.sample.num_steps,
-                                     guidance_scale=config.sample.guidance_scale))
+                                     guidance_scale=config.sample.guidance_scale),
+                    trainable)
         finally:
             manager.wait_until_finished()
             loader.close()

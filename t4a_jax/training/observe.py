@@ -1,4 +1,4 @@
-"""What a training run shows: the console progress line, TensorBoard scalars and the
+"""What a training run shows: the progress bar and log line, TensorBoard scalars and the
 sample multi-view videos of held-out objects.
 
 Metrics reach the host one step late (the step's scalars are fetched after the next
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from absl import logging
 from tensorboardX import SummaryWriter
+from tqdm import tqdm
 from tensorboardX.proto.summary_pb2 import Summary
 
 from t4a_jax.atomic import atomic_write
@@ -38,10 +39,13 @@ class Progress:
         self._window: list[dict[str, float]] = []
         self._t0, self._s0 = time.perf_counter(), start_step
         self.history: list[tuple[int, dict[str, float]]] = []
+        self._bar = tqdm(total=total_steps, initial=start_step, desc="stage one",
+                         unit="step", disable=not enabled, leave=False)
 
     def add(self, step: int, metrics: dict[str, float]) -> None:
         self._window.append(metrics)
         self.history.append((step, metrics))
+        self._bar.update(step - self._bar.n)
 
     def flush(self, step: int) -> str | None:
         """Log the window ending at `step` (1-based count of updates done)."""
@@ -59,6 +63,7 @@ class Progress:
                 + f" | {steps_per_s:.2f} steps/s {steps_per_s * self.batch:.2f} samples/s"
                 + f" | ETA {eta}")
         logging.info(line)
+        self._bar.set_postfix(loss=f"{mean['loss']:.4g}", refresh=False)
         if self.writer is not None:
             for k, v in mean.items():
                 self.writer.add_scalar(f"train/{k}", v, step)
@@ -68,6 +73,7 @@ class Progress:
         return line
 
     def close(self) -> None:
+        self._bar.close()
         if self.writer is not None:
             self.writer.close()
 

@@ -106,11 +106,24 @@ def random_models(config: ml_collections.ConfigDict, mesh: Mesh) -> ModelBundle:
     return ModelBundle(unet, vae, text_encoder, CLIPTokenizer.byte_level(77), image_encoder)
 
 
+TRAINABLE = {"paper": trainable_filter, "all": nnx.Param}
+
+
+def trainable_of(config: ml_collections.ConfigDict) -> Any:
+    """The NNX filter of the U-Net parameters `config.trainable` names: 'paper' (the I2V
+    adapter and motion modules, `models.unet.trainable_filter`) or 'all' (a U-Net trained
+    from random weights, whose frozen spatial layers would never learn to denoise)."""
+    if config.trainable not in TRAINABLE:
+        raise ValueError(f"config.trainable={config.trainable!r}, expected one of "
+                         f"{sorted(TRAINABLE)}")
+    return TRAINABLE[config.trainable]
+
+
 def export_models(models: ModelBundle, unet_params: nnx.State, path: str,
-                  sampling: SamplingDefaults) -> None:
+                  sampling: SamplingDefaults, trainable: Any = trainable_filter) -> None:
     """`save_bundle` of `models` into `path`, the U-Net with `unet_params` (the trained
-    ones) and the `sampling` defaults of the run."""
-    unet_graph, _, frozen = nnx.split(models.unet, trainable_filter, ...)
+    ones, split by the filter `trainable`) and the `sampling` defaults of the run."""
+    unet_graph, _, frozen = nnx.split(models.unet, trainable, ...)
     trained = nnx.merge(unet_graph, unet_params, frozen)
     if jax.process_index() == 0:
         save_bundle(dataclasses.replace(models, unet=trained, sampling=sampling), path)
@@ -146,11 +159,12 @@ class Parts:
 
 
 def init_state(models: ModelBundle, tx: optax.GradientTransformation, seed: int,
-               mesh: Mesh) -> Parts:
-    """Split the models once: graphdefs, trainable params (-> train state) and the frozen
-    rest; the optimizer state is made by tree-mapping over the params, so it keeps their
-    Variables and `logical_axes` and is placed like them."""
-    unet_graph, params, unet_frozen = nnx.split(models.unet, trainable_filter, ...)
+               mesh: Mesh, trainable: Any = trainable_filter) -> Parts:
+    """Split the models once: graphdefs, trainable params (the U-Net's parameters the
+    filter `trainable` selects -> train state) and the frozen rest; the optimizer state
+    is made by tree-mapping over the params, so it keeps their Variables and
+    `logical_axes` and is placed like them."""
+    unet_graph, params, unet_frozen = nnx.split(models.unet, trainable, ...)
     graphdefs, frozen = {"unet": unet_graph}, {"unet": unet_frozen}
     for name in ("vae", "text_encoder", "image_encoder"):
         module = getattr(models, name)

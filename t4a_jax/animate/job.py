@@ -1,0 +1,335 @@
+"""The animate job: `run(config, workdir)` (`configs/animate.py`), a static 3D model and
+a prompt in, an animated 3D asset out. Stages (`t4a_jax.stages`: each in its folder,
+skipped when finished with the same inputs, resumed when killed):
+
+    stage_one    (only without config.models) the tiny Stage One model trained on a
+                 generated synthetic set (`training.loop.train`; its VAE fitted first):
+                 stage_one/models
+    asset        the asset loaded (`render.assets.load_asset`) and normalised onto the
+                 camera orbit (`normalise`): asset/static.ply, asset/normalisation.json
+    condition    its V condition renders on the Animate3D orbit (`sampling`):
+                 condition/condition.npz (views and renders), condition/view_<k>.png
+    sample       the multi-view video of the Stage One model (DDIM + CFG, seeded):
+                 sample/clip/ (the clip folder Stage Two reads), sample/multiview.mp4
+    reconstruct  Stage Two with its priors (`reconstruction.job.run`, checkpointed, so
+                 a killed run resumes): reconstruct/{asset,frames,...}
+    export       export/: frames/frame_{f:03d}.ply, asset/ (the field, renders at any
+                 time), animated.glb (mesh inputs), multiview / turntable / compare
+                 (.mp4, .gif), viewer.html
+
+Each stage's inputs are the config values it reads and the stages before it, so a
+changed prompt reruns sample, reconstruct and export only, a changed asset file all
+but stage_one. WORKDIR/run.json has every stage's status and time. Everything that can
+be wrong with the input (the asset file, its type, an empty mesh, the prompt, the
+models folder) raises ValueError before any stage runs and before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from t4a_jax.atomic import atomic_write
+from t4a_jax.data import procedural
+from t4a_jax.export import write_animated_glb, write_viewer
+from t4a_jax.export.tracks import feature_tracks
+from t4a_jax.models import ModelBundle, load_bundle
+from t4a_jax.reconstruction import job as stage_two
+from t4a_jax.reconstruction.asset import load_asset4d
+from t4a_jax.reconstruction.clips import load_clip, write_clip
+from t4a_jax.reconstruction.outputs import orbit_of, turntable_frames, write_videos
+from t4a_jax.render.cameras import viewmat_to_c2w
+from t4a_jax.render.assets import Normalisation, is_mesh, load_asset, normalise
+from t4a_jax.render.gaussians import Gaussians, rgb_from_sh_dc
+from t4a_jax.render.mesh import load_meshes
+from t4a_jax.render.ply import load_ply, save_ply
+from t4a_jax.render.views import ViewRender, ViewRenderer, ViewSet
+from t4a_jax.sampling import render_conditions, resolve, sample_video, tile_views
+from t4a_jax.stages import Done, Stages, file_digest
+from t4a_jax.training.loop import train
+from t4a_jax.video import read_video
+
+STAGES = ("stage_one", "asset", "condition", "sample", "reconstruct", "export")
+GLTF_SUFFIXES = (".glb", ".gltf")
+# Config keys that say when to stop, not what to compute: left out of a stage's inputs
+# so that a run split by them resumes instead of starting again.
+UNFINGERPRINTED = ("stop_after",)
+
+
+class StageInterrupted(RuntimeError):
+    """A stage stopped before its end (SIGTERM or `stop_after`); rerun to resume it."""
+
+
+def _inputs_of(config: ml_collections.ConfigDict) -> dict:
+    return {k: v for k, v in config.to_dict().items() if k not in UNFINGERPRINTED}
+
+
+def _train_stage_one(config: ml_collections.ConfigDict, folder: str) -> None:
+    out = train(config, folder)
+    if out["stopped"] != "done":
+        raise StageInterrupted(f"stage_one stopped ({out['stopped']}) at step {out['step']}; "
+                               f"rerun to resume it")
+
+
+def _reconstruct(config: ml_collections.ConfigDict, folder: str) -> None:
+    out = stage_two.run(config, folder)
+    if out["stopped"] != "done":
+        raise StageInterrupted(f"reconstruct stopped ({out['stopped']}) at iteration "
+                               f"{out['step']}; rerun to resume it")
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """The checked inputs: the asset file, its Gaussians (loaded, not yet normalised),
+    whether it is a mesh, the prompt and its file's up axis."""
+
+    asset: str
+    gaussians: Gaussians
+    mesh: bool
+    prompt: str
+    up: str
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def tiny_creature(config: ml_collections.ConfigDict) -> tuple[Gaussians, str]:
+    """The tiny variant's held-out creature (`procedural.make_creature` at
+    `tiny_creature_seed`, not a seed of the synthetic training sets) and its prompt."""
+    seed = config.tiny_creature_seed
+    creature = procedural.make_creature(seed, config.stage_one.synthetic.num_gaussians * 2)
+    animation = procedural.make_animation(creature, seed + 1)
+    return creature.gaussians, "a creature " + " and ".join(animation.actions[:2])
+
+
+def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
+    """Load and check the asset and the prompt (ValueError naming what is wrong); the
+    tiny variant's creature is written to WORKDIR/inputs/creature.ply first."""
+    asset, prompt = config.asset, config.prompt
+    if not asset and config.tiny_creature_seed is not None:
+        gaussians, tiny_prompt = tiny_creature(config)
+        asset = os.path.join(workdir, "inputs", "creature.ply")
+        if not os.path.isfile(asset):
+            os.makedirs(os.path.dirname(asset), exist_ok=True)
+            save_ply(asset, gaussians)
+        prompt = prompt or tiny_prompt
+    if not asset:
+        raise ValueError("config.asset is required (a 3DGS .ply or a mesh: .obj, .glb, "
+                         ".gltf, .ply with faces)")
+    if not prompt or not prompt.strip():
+        raise ValueError("config.prompt is required (what the object does)")
+    asset = os.path.abspath(asset)
+    up = config.up
+    if up == "auto":
+        up = "y" if asset.lower().endswith(GLTF_SUFFIXES) else "z"
+    if up not in ("y", "z"):
+        raise ValueError(f"config.up={config.up!r}, expected 'auto', 'y' or 'z'")
+    try:
+        gaussians = load_asset(asset, mesh_samples=config.mesh_samples, seed=config.asset_seed)
+    except ValueError as e:
+        raise ValueError(f"config.asset: {e}") from None
+    return Inputs(asset, gaussians, is_mesh(asset), prompt.strip(), up)
+
+
+def check_prompt(bundle: ModelBundle, prompt: str) -> None:
+    """ValueError when the prompt has more tokens than the text encoder takes."""
+    if bundle.tokenizer is None:
+        return
+    room = bundle.tokenizer.max_length - 2
+    count = bundle.prompt_tokens(prompt)
+    if count > room:
+        raise ValueError(f"config.prompt has {count} tokens; the text encoder takes {room} "
+                         f"(beyond that the prompt would be cut): {prompt!r}")
+
+
+def models_fingerprint(path: str) -> dict[str, list]:
+    """{relative path: [size, mtime]} of every file of the models folder: a change of
+    the weights reruns what used them, without hashing gigabytes."""
+    files = {}
+    for root, _, names in os.walk(path):
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            stat = os.stat(full)
+            files[os.path.relpath(full, path)] = [stat.st_size, int(stat.st_mtime)]
+    return files
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _write_json(path: str, value: Any) -> None:
+    with atomic_write(path) as file:
+        file.write(json.dumps(value, indent=1).encode())
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def make_asset(inputs: Inputs, config: ml_collections.ConfigDict, folder: str) -> None:
+    gaussians, frame = normalise(inputs.gaussians, radius=config.radius, up=inputs.up)
+    save_ply(os.path.join(folder, "static.ply"), gaussians)
+    _write_json(os.path.join(folder, "normalisation.json"),
+                {"centre": frame.centre, "scale": frame.scale, "up": frame.up,
+                 "source": inputs.asset, "mesh": inputs.mesh,
+                 "num_gaussians": gaussians.num_gaussians})
+
+
+def make_condition(asset: Done, settings: ml_collections.ConfigDict, folder: str) -> None:
+    gaussians = load_ply(os.path.join(asset.folder, "static.ply"))
+    views, render = render_conditions(gaussians, settings)
+    np.savez(os.path.join(folder, "condition.npz"), **views._asdict(),
+             **{f"render_{k}": v for k, v in render._asdict().items()})
+    for k, image in enumerate(render.colors):
+        Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(
+            os.path.join(folder, f"view_{k}.png"))
+
+
+def read_condition(folder: str) -> tuple[ViewSet, ViewRender]:
+    with np.load(os.path.join(folder, "condition.npz")) as data:
+        views = ViewSet(*(data[k] for k in ViewSet._fields))
+        render = ViewRender(*(data[f"render_{k}"] for k in ViewRender._fields))
+    return views, render
+
+
+def make_sample(bundle: ModelBundle, asset: Done, condition: Done,
+                settings: ml_collections.ConfigDict, folder: str) -> None:
+    views, render = read_condition(condition.folder)
+    video = sample_video(bundle, views, render, settings)
+    write_videos(os.path.join(folder, "multiview"), tile_views(video), settings.fps)
+    write_clip(os.path.join(folder, "clip"), video, views, render.alphas,
+               load_ply(os.path.join(asset.folder, "static.ply")), prompt=settings.prompt,
+               fps=settings.fps, elevation=settings.elevation,
+               azimuth_start=settings.azimuth)
+
+
+def stage_two_config(config: ml_collections.ConfigDict, clip: str, models: str
+                     ) -> ml_collections.ConfigDict:
+    """`config.stage2` with the job's clip and Stage One model."""
+    s2 = ml_collections.ConfigDict(config.stage2.to_dict())
+    s2.clip, s2.clips, s2.static = clip, None, None
+    s2.synthetic.enabled = False
+    s2.stage_one = models
+    return s2
+
+
+def mesh_export(inputs: Inputs, asset_folder: str, reconstruct: Done, folder: str,
+                fps: float) -> str:
+    """animated.glb: the input mesh (its own coordinates) with one morph target per
+    frame, each vertex moved as the 4D asset moves the Gaussian at that vertex (the
+    mesh's vertices are the first Gaussians, `render.mesh.gaussians_from_mesh`)."""
+    meshes = load_meshes(inputs.asset)
+    offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])
+    vertices = np.concatenate([np.asarray(m.vertices) for m in meshes])
+    faces = np.concatenate([np.asarray(m.faces) + o for m, o in zip(meshes, offsets)])
+    info = _read_json(os.path.join(asset_folder, "normalisation.json"))
+    frame = Normalisation(tuple(info["centre"]), info["scale"], info["up"])
+    asset = load_asset4d(os.path.join(reconstruct.folder, "asset"))
+    count = len(vertices)
+    frames = np.stack([frame.invert(np.asarray(asset.at_frame(f).means)[:count])
+                       for f in range(asset.num_frames)])
+    colors = np.clip(np.asarray(rgb_from_sh_dc(asset.canonical.sh[:count])), 0, 1)
+    path = os.path.join(folder, "animated.glb")
+    write_animated_glb(path, vertices, faces, frames, fps=fps, colors=colors,
+                       name=os.path.splitext(os.path.basename(inputs.asset))[0])
+    return path
+
+
+def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: ModelBundle,
+                asset: Done, sample: Done, reconstruct: Done, folder: str) -> None:
+    e = config.export
+    for name in ("frames", "asset"):
+        shutil.copytree(os.path.join(reconstruct.folder, name), os.path.join(folder, name))
+    if inputs.mesh:
+        mesh_export(inputs, asset.folder, reconstruct, folder, config.sample.fps)
+    clip = load_clip(os.path.join(sample.folder, "clip"))
+    video = clip.videos                                              # [V, F, S, S, 3] uint8
+    write_videos(os.path.join(folder, "multiview"), tile_views(video), clip.fps)
+    compare = read_video(os.path.join(reconstruct.folder, "views.mp4"))
+    write_videos(os.path.join(folder, "compare"), compare, clip.fps)
+    asset4d = load_asset4d(os.path.join(reconstruct.folder, "asset"))
+    renderer = ViewRenderer(e.video_size, e.video_size, background=clip.background)
+    write_videos(os.path.join(folder, "turntable"),
+                 turntable_frames(asset4d, clip, renderer, e.turntable_frames), clip.fps)
+    if e.tracker not in ("auto", "features"):
+        raise ValueError(f"config.export.tracker={e.tracker!r}, expected 'auto' or "
+                         f"'features'")
+    tracks = feature_tracks(bundle, video / 255.0, clip.masks[:, 0], inputs.prompt,
+                            views_c2w=np.asarray(viewmat_to_c2w(clip.viewmats)),
+                            tap=config.stage2.feature_tap, grid=e.track_grid)
+    elevation, azimuth, distance = orbit_of(clip)
+    fovy = float(np.degrees(2 * np.arctan(clip.size[0] / (2 * clip.Ks[0, 1, 1]))))
+    size = write_viewer(os.path.join(folder, "viewer.html"),
+                        [asset4d.at_frame(f) for f in range(asset4d.num_frames)],
+                        fps=clip.fps, videos=video, tracks=tracks, prompt=inputs.prompt,
+                        title=os.path.basename(inputs.asset),
+                        camera={"elevation": elevation, "azimuth": azimuth,
+                                "distance": distance, "fovy": fovy},
+                        jpeg_quality=e.jpeg_quality)
+    logging.info("wrote %s (%.1f MB)", os.path.join(folder, "viewer.html"), size / 1e6)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """The job (module docstring); returns {"export": folder, "stages": run.json's list,
+    "metrics": Stage Two's metrics.json}."""
+    workdir = os.path.abspath(workdir)
+    redo = [name.strip() for name in config.redo.split(",") if name.strip()]
+    if config.jobs:
+        raise ValueError("config.jobs: batches of objects are not supported yet; run one "
+                         "asset per workdir")
+    bundle = None
+    if config.models:
+        bundle = load_bundle(config.models)
+    elif config.stage_one is None:
+        raise ValueError("config.models (a Stage One model bundle) is required")
+    inputs = check_inputs(config, workdir)
+    if bundle is not None:
+        check_prompt(bundle, inputs.prompt)
+    names = STAGES if bundle is None else STAGES[1:]
+    stages = Stages(workdir, names, redo=redo)
+    try:
+        if bundle is None:
+            trained = stages.run("stage_one", _inputs_of(config.stage_one),
+                                 lambda folder: _train_stage_one(config.stage_one, folder))
+            models = os.path.join(trained.folder, "models")
+            bundle = load_bundle(models)
+            check_prompt(bundle, inputs.prompt)
+            models_key: Any = trained
+        else:
+            models, models_key = os.path.abspath(config.models), models_fingerprint(
+                config.models)
+        settings = resolve(config.sample, bundle)
+        settings.prompt = inputs.prompt
+        asset = stages.run("asset", {"file": file_digest(inputs.asset), "up": inputs.up,
+                                     "radius": config.radius,
+                                     "mesh_samples": config.mesh_samples,
+                                     "asset_seed": config.asset_seed},
+                           lambda folder: make_asset(inputs, config, folder))
+        condition = stages.run("condition", {"asset": asset, **{
+            k: settings[k] for k in ("views", "size", "elevation", "azimuth")}},
+            lambda folder: make_condition(asset, settings, folder))
+        sample = stages.run("sample", {"condition": condition, "models": models_key,
+                                       **settings.to_dict()},
+                            lambda folder: make_sample(bundle, asset, condition, settings,
+                                                       folder))
+        s2 = stage_two_config(config, os.path.join(sample.folder, "clip"), models)
+        reconstruct = stages.run("reconstruct", {"sample": sample, "models": models_key,
+                                                 "stage2": _inputs_of(s2)},
+                                 lambda folder: _reconstruct(s2, folder))
+        export = stages.run("export", {"reconstruct": reconstruct,
+                                       "export": config.export.to_dict()},
+                            lambda folder: make_export(config, inputs, bundle, asset,
+                                                       sample, reconstruct, folder))
+    finally:
+        stages.close()
+    return {"export": export.folder, "stages": _read_json(os.path.join(workdir, "run.json")),
+            "metrics": _read_json(os.path.join(reconstruct.folder, "metrics.json"))}

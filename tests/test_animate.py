@@ -1,0 +1,150 @@
+"""The animate job (`python -m t4a_jax.animate`, `t4a_jax.animate.job.run`) on a tiny
+random Stage One bundle and a small mesh: bad input fails before anything is written;
+the whole job runs, a run stopped during Stage Two resumes it, a rerun skips every
+stage, a changed prompt reruns sample, reconstruct and export only, and every export
+is there."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import trimesh
+
+from t4a_jax.animate.job import StageInterrupted, run
+from t4a_jax.config_files import get_config
+from t4a_jax.models import ModelBundle, save_bundle
+from t4a_jax.models.bundle import SamplingDefaults
+from t4a_jax.models.tokenizer import CLIPTokenizer
+from t4a_jax.render.ply import load_ply
+from t4a_jax.video import read_video
+
+from tiny_models import tiny_mvvdm_models
+
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> str:
+    bundle = ModelBundle(**tiny_mvvdm_models(CLIPTokenizer.byte_level(max_length=32)),
+                         sampling=SamplingDefaults(image_size=16, num_views=4,
+                                                   num_frames=FRAMES, num_steps=1,
+                                                   guidance_scale=2.0))
+    path = str(tmp_path_factory.mktemp("animate") / "models")
+    save_bundle(bundle, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mesh_file(tmp_path_factory) -> str:
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.6)
+    mesh.visual.vertex_colors = np.tile([200, 80, 40, 255], (len(mesh.vertices), 1))
+    path = str(tmp_path_factory.mktemp("mesh") / "ball.obj")
+    mesh.export(path)
+    return path
+
+
+def _config(models: str, asset: str, **overrides):
+    config = get_config("animate")
+    config.update(models=models, asset=asset, prompt="a ball bounces", mesh_samples=300)
+    s2 = config.stage2
+    s2.features, s2.sds.weight = "hexplane", 0.0
+    s2.motion.update(resolutions=((4, 4, 4, 4),), channels=4, width=8, sh_terms=1)
+    s2.update(views=4, frames_per_step=2, iterations=4, checkpoint_every=2,
+              turntable_frames=2, progressive_every=1)
+    s2.loss.update(arap_anchors=64, arap_start=2)
+    config.export.update(video_size=32, turntable_frames=3, track_grid=3)
+    for key, value in overrides.items():
+        node = config
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+def _statuses(out) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in out["stages"]["stages"]}
+
+
+@pytest.mark.slow
+def test_the_job_runs_resumes_skips_and_reruns_what_a_new_prompt_changes(
+        models, mesh_file, tmp_path):
+    workdir = str(tmp_path / "job")
+    with pytest.raises(StageInterrupted, match="reconstruct stopped"):
+        run(_config(models, mesh_file, **{"stage2.stop_after": 2}), workdir)
+    record = json.loads((tmp_path / "job" / "run.json").read_text())
+    assert [s["name"] for s in record["stages"]] == ["asset", "condition", "sample"]
+
+    out = run(_config(models, mesh_file), workdir)
+    assert _statuses(out) == {"asset": "skipped", "condition": "skipped",
+                              "sample": "skipped", "reconstruct": "resumed", "export": "ran"}
+    export = tmp_path / "job" / "export"
+    assert out["export"] == str(export)
+    assert sorted(os.listdir(export / "frames")) == [f"frame_{f:03d}.ply"
+                                                     for f in range(FRAMES)]
+    frame = load_ply(str(export / "frames" / "frame_002.ply"))
+    for name in ("multiview", "turntable", "compare"):
+        for ext in ("mp4", "gif"):
+            assert (export / f"{name}.{ext}").stat().st_size > 0, name
+    assert read_video(str(export / "multiview.mp4")).shape == (FRAMES, 16, 4 * 16, 3)
+    assert read_video(str(export / "turntable.mp4")).shape == (3, 32, 32, 3)
+    assert (export / "asset" / "asset.json").exists() or os.listdir(export / "asset")
+    page = (export / "viewer.html").read_text()
+    assert "T4A_DATA" in page and "http://" not in page and "https://" not in page
+    glb = trimesh.load(str(export / "animated.glb"), force="mesh", process=False)
+    assert len(glb.vertices) + 0 == len(trimesh.load(mesh_file, process=False).vertices)
+    assert frame.num_gaussians > len(glb.vertices)          # vertices + area samples
+    assert out["metrics"]["train"]["psnr"] > 0
+
+    again = run(_config(models, mesh_file), workdir)
+    assert set(_statuses(again).values()) == {"skipped"}
+
+    changed = run(_config(models, mesh_file, prompt="a ball spins"), workdir)
+    assert _statuses(changed) == {"asset": "skipped", "condition": "skipped",
+                                  "sample": "ran", "reconstruct": "ran", "export": "ran"}
+    clip = json.loads((tmp_path / "job" / "sample" / "clip" / "clip.json").read_text())
+    assert clip["prompt"] == "a ball spins"
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty_mesh", "other_type", "long_prompt",
+                                     "no_vae", "no_prompt"])
+def test_bad_input_fails_naming_it_before_anything_is_written(models, mesh_file, tmp_path,
+                                                             problem):
+    asset, prompt, model_dir = mesh_file, "a ball bounces", models
+    if problem == "missing":
+        asset, match = str(tmp_path / "nothing.glb"), "nothing.glb: no such file"
+    elif problem == "empty_mesh":
+        asset, match = str(tmp_path / "empty.obj"), "empty.obj: no triangles"
+        (tmp_path / "empty.obj").write_text("v 0 0 0\nv 1 0 0\n")
+    elif problem == "other_type":
+        asset, match = str(tmp_path / "model.fbx"), "unknown asset type '.fbx'"
+        (tmp_path / "model.fbx").write_text("not supported")
+    elif problem == "long_prompt":
+        prompt, match = "a ball " * 10, "config.prompt has 50 tokens; the text encoder takes 14"
+    elif problem == "no_prompt":
+        prompt, match = " ", "config.prompt is required"
+    else:
+        model_dir = str(tmp_path / "models")
+        shutil.copytree(models, model_dir)
+        shutil.rmtree(os.path.join(model_dir, "vae"))
+        match = "no vae/"
+    workdir = tmp_path / "job"
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        run(_config(model_dir, asset, prompt=prompt), str(workdir))
+    assert not workdir.exists() or os.listdir(workdir) == []
+
+
+def test_command_line_error_exits_1_with_the_message(models, tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-m", "t4a_jax.animate", f"--workdir={tmp_path / 'job'}",
+         f"--config.models={models}", f"--config.asset={tmp_path / 'none.ply'}",
+         "--config.prompt=a ball"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1
+    assert "error: config.asset:" in result.stderr and "none.ply: no such file" in result.stderr
