@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.steps = config_dict.placeholder(int)        # DDIM steps
     config.guidance = config_dict.placeholder(float)   # CFG scale (1: none)
     config.seed = 0                    # sampling seed
+    config.init_strength = 1.0         # 1: frames start from noise; < 1: SDEdit from the condition
     config.elevation = 15.0            # degrees (Animate3D's inference elevation)
     config.azimuth = 0.0               # azimuth of the first view, degrees
     config.fps = 8.0                   # MV-Video's 24 fps at frame stride 3

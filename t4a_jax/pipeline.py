@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 from tqdm import tqdm
 
-from t4a_jax.diffusion.ddim import sample_ddim
+from t4a_jax.diffusion.ddim import ddim_timesteps, sample_ddim
 from t4a_jax.diffusion.schedule import NoiseSchedule, add_noise, make_schedule
 from t4a_jax.models.clip import CLIPTextModel, CLIPVisionModelWithProjection
 from t4a_jax.models.encoders import frame_latents, image_embeddings, prompt_states
@@ -110,7 +110,7 @@ def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTex
                            schedule: NoiseSchedule | None = None,
                            negative_prompt: str = "", num_frames: int = 16,
                            num_steps: int = 25, guidance_scale: float = 7.5,
-                           eta: float = 0.0, seed: int = 0,
+                           eta: float = 0.0, seed: int = 0, init_strength: float = 1.0,
                            decode_batch_size: int = 16, progress: bool = False) -> jax.Array:
     """Multi-view videos [B, V, F, H, W, 3] in [0, 1] of B objects (see the module
     docstring for the algorithm).
@@ -131,6 +131,11 @@ def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTex
         unconditional branch), DDIM eta.
       seed: the PRNG seed; `jax.random.split(jax.random.key(seed), 3)` gives the keys of
         the initial noise, of the condition latents' VAE sample and of eta's noise.
+      init_strength: 1 (Animate3D) starts every frame from Gaussian noise; s < 1 starts
+        them from the condition latent noised to the timestep of DDIM step
+        round((1 - s) num_steps) and runs the remaining steps (SDEdit): the frames keep
+        the condition's layout, which a barely trained model (the tiny demo) cannot
+        produce from noise.
       decode_batch_size: frames decoded at a time.
       progress: show a tqdm bar over the denoising steps (and wait for the result).
     """
@@ -166,6 +171,10 @@ def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTex
     if num_frames < 2:
         raise ValueError(f"sample_multiview_video: num_frames={num_frames} must be >= 2 "
                          f"(frame 0 is the condition)")
+    start_step = num_steps - int(round(init_strength * num_steps))
+    if not 0 < init_strength <= 1 or start_step >= num_steps:
+        raise ValueError(f"sample_multiview_video: init_strength={init_strength} must be in "
+                         f"(0, 1] and leave at least one of the {num_steps} steps")
     models = (unet, vae, text_encoder, image_encoder)
     graphdefs, states = zip(*(nnx.split(m) if m is not None else (None, None)
                               for m in models))
@@ -174,11 +183,11 @@ def sample_multiview_video(unet: UNet, vae: AutoencoderKL, text_encoder: CLIPTex
         _generate, graphdefs, states, schedule if schedule is not None else make_schedule(),
         images, None if cameras is None else jnp.asarray(cameras, jnp.float32), ids,
         jnp.float32(guidance_scale), jax.random.key(seed), num_frames=num_frames,
-        num_steps=num_steps, guided=guidance_scale != 1.0, eta=eta,
+        num_steps=num_steps, guided=guidance_scale != 1.0, eta=eta, start_step=start_step,
         decode_batch_size=decode_batch_size)
     if not progress:
         return run()
-    with tqdm(total=num_steps, desc="denoising", unit="step") as bar:
+    with tqdm(total=num_steps, initial=start_step, desc="denoising", unit="step") as bar:
         def show(index: int) -> None:
             bar.n = index + 1       # absolute, so repeated calls for a step are harmless
             bar.refresh()
@@ -197,11 +206,11 @@ def _denoised(step: jax.Array) -> None:
 
 
 @functools.partial(jax.jit, static_argnames=("graphdefs", "num_frames", "num_steps", "guided",
-                                             "eta", "decode_batch_size"))
+                                             "eta", "start_step", "decode_batch_size"))
 def _generate(graphdefs: tuple, states: tuple, schedule: NoiseSchedule, images: jax.Array,
               cameras: jax.Array | None, ids: jax.Array, guidance_scale: jax.Array,
               key: jax.Array, *, num_frames: int, num_steps: int, guided: bool, eta: float,
-              decode_batch_size: int) -> jax.Array:
+              start_step: int, decode_batch_size: int) -> jax.Array:
     """The compiled body of `sample_multiview_video`: images [B, V, H, W, 3], cameras
     [B, V, 16] or None, ids [B + 1, L] (the prompts, then the negative prompt)."""
     unet, vae, text_encoder, image_encoder = (
@@ -223,6 +232,10 @@ def _generate(graphdefs: tuple, states: tuple, schedule: NoiseSchedule, images: 
 
     condition_latent = frame_latents(vae, 2.0 * flat - 1.0, condition_key)  # [N, h', w', C]
     latents = jax.random.normal(noise_key, (n, num_frames) + condition_latent.shape[1:])
+    if start_step:
+        t_start = ddim_timesteps(schedule, num_steps)[0][start_step]
+        latents = add_noise(schedule, jnp.broadcast_to(condition_latent[:, None],
+                                                       latents.shape), latents, t_start)
 
     def denoise(x: jax.Array, t: jax.Array, c: dict[str, Any]) -> jax.Array:
         return unet(x, t, c["text"], cameras=c.get("cameras"), image_embeds=c.get("image"),
@@ -231,7 +244,7 @@ def _generate(graphdefs: tuple, states: tuple, schedule: NoiseSchedule, images: 
     latents = sample_ddim(denoise, schedule, latents, cond, uncond if guided else None,
                           num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
                           condition_latent=condition_latent, rng=eta_key,
-                          on_step=_denoised)
+                          on_step=_denoised, start_step=start_step)
     frames = jax.lax.map(lambda z: vae.decode(z[None])[0],
                          latents.reshape((n * num_frames,) + latents.shape[2:]),
                          batch_size=decode_batch_size)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import ml_collections
 import numpy as np
@@ -95,23 +95,34 @@ def render_conditions(gaussians: Gaussians, config: ml_collections.ConfigDict
                                tile_capacity=config.tile_capacity)
 
 
-def sample_video(bundle: ModelBundle, views: ViewSet, render: ViewRender,
-                 config: ml_collections.ConfigDict, *, progress: bool = True) -> np.ndarray:
-    """[V, F, S, S, 3] in [0, 1]: `config.frames` frames per condition view (frame 0 the
-    condition render), `config.prompt`, DDIM with guidance (`config` resolved)."""
+def sample_videos(bundle: ModelBundle, conditions: Sequence[tuple[ViewSet, ViewRender, str]],
+                  config: ml_collections.ConfigDict, *, progress: bool = True) -> np.ndarray:
+    """[B, V, F, S, S, 3] in [0, 1]: `config.frames` frames per condition view (frame 0
+    the condition render) of B objects sampled together, each (views, render, prompt),
+    DDIM with guidance (`config` resolved; its `prompt` is not used)."""
     check_size(config.size, bundle)
     unet_config = bundle.unet.config
-    logging.info("sampling %d views x %d frames at %d px, %d DDIM steps, guidance %.2f",
-                 config.views, config.frames, config.size, config.steps, config.guidance)
+    logging.info("sampling %d object(s): %d views x %d frames at %d px, %d DDIM steps, "
+                 "guidance %.2f", len(conditions), config.views, config.frames,
+                 config.size, config.steps, config.guidance)
+    images = np.stack([np.asarray(render.colors) for _, render, _ in conditions])
+    cameras = (np.stack([np.asarray(camera_vector(views.c2w)) for views, _, _ in conditions])
+               if unet_config.use_camera_embedding else None)
     with timed("sampled (compilation included)"):
         return np.asarray(sample_multiview_video(
-            bundle.unet, bundle.vae, bundle.text_encoder, bundle.tokenizer,
-            np.asarray(render.colors)[None],
-            camera_vector(views.c2w)[None] if unet_config.use_camera_embedding else None,
-            [config.prompt],
+            bundle.unet, bundle.vae, bundle.text_encoder, bundle.tokenizer, images, cameras,
+            [prompt for _, _, prompt in conditions],
             image_encoder=bundle.image_encoder if unet_config.use_ip_adapter else None,
             num_frames=config.frames, num_steps=config.steps,
-            guidance_scale=config.guidance, seed=config.seed, progress=progress))[0]
+            guidance_scale=config.guidance, seed=config.seed,
+            init_strength=config.init_strength, progress=progress))
+
+
+def sample_video(bundle: ModelBundle, views: ViewSet, render: ViewRender,
+                 config: ml_collections.ConfigDict, *, progress: bool = True) -> np.ndarray:
+    """[V, F, S, S, 3] in [0, 1]: `sample_videos` of one object with `config.prompt`."""
+    return sample_videos(bundle, [(views, render, config.prompt)], config,
+                         progress=progress)[0]
 
 
 def sample_asset(bundle: ModelBundle, gaussians: Gaussians,

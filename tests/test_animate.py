@@ -58,7 +58,8 @@ def _config(models: str, asset: str, **overrides):
     s2.update(views=4, frames_per_step=2, iterations=4, checkpoint_every=2,
               turntable_frames=2, progressive_every=1)
     s2.loss.update(arap_anchors=64, arap_start=2)
-    config.export.update(video_size=32, turntable_frames=3, track_grid=3)
+    config.export.update(video_size=32, turntable_frames=3, track_grid=3,
+                         feature_tap="up_blocks.1.motion_modules.1")
     for key, value in overrides.items():
         node = config
         *path, last = key.split(".")
@@ -101,6 +102,9 @@ def test_the_job_runs_resumes_skips_and_reruns_what_a_new_prompt_changes(
     assert len(glb.vertices) + 0 == len(trimesh.load(mesh_file, process=False).vertices)
     assert frame.num_gaussians > len(glb.vertices)          # vertices + area samples
     assert out["metrics"]["train"]["psnr"] > 0
+    figures = json.loads((export / "likeness.json").read_text())
+    assert len(figures["silhouette_iou"]) == FRAMES
+    assert 0 <= figures["silhouette_iou_mean"] <= 1 and np.isfinite(figures["condition_psnr"])
 
     again = run(_config(models, mesh_file), workdir)
     assert set(_statuses(again).values()) == {"skipped"}
@@ -148,3 +152,60 @@ def test_command_line_error_exits_1_with_the_message(models, tmp_path):
          "--config.prompt=a ball"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 1
     assert "error: config.asset:" in result.stderr and "none.ply: no such file" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_jobs_file_animates_several_objects_in_one_sampling_batch_and_one_fit(
+        models, mesh_file, tmp_path):
+    shutil.copy(mesh_file, tmp_path / "ball.obj")
+    box = trimesh.creation.box(extents=(0.8, 0.5, 0.6))
+    box.export(str(tmp_path / "box.obj"))
+    jobs = tmp_path / "jobs.tsv"
+    jobs.write_text("# asset\tprompt\nball.obj\ta ball bounces\n\nbox.obj\ta box jumps\n")
+    config = _config(models, None, jobs=str(jobs), asset=None)
+    out = run(config, str(tmp_path / "job"))
+    statuses = _statuses(out)
+    assert list(statuses) == ["ball/asset", "ball/condition", "box/asset", "box/condition",
+                              "sample", "reconstruct", "ball/export", "box/export"]
+    assert set(statuses.values()) == {"ran"}
+    assert out["exports"] == [str(tmp_path / "job" / n / "export") for n in ("ball", "box")]
+    for name, prompt in (("ball", "a ball bounces"), ("box", "a box jumps")):
+        clip = tmp_path / "job" / "sample" / name / name
+        assert json.loads((clip / "clip.json").read_text())["prompt"] == prompt
+        assert (tmp_path / "job" / "reconstruct" / name / "metrics.json").exists()
+        assert (tmp_path / "job" / name / "export" / "viewer.html").exists()
+        assert (tmp_path / "job" / name / "export" / "animated.glb").exists()
+    assert [m["train"]["psnr"] > 0 for m in out["metrics"]] == [True, True]
+
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("ball.obj a ball without a tab\n")
+    with pytest.raises(ValueError, match=r"bad.tsv:1: expected ASSET<TAB>PROMPT"):
+        run(_config(models, None, jobs=str(bad), asset=None), str(tmp_path / "bad"))
+
+
+@pytest.mark.slow
+def test_the_tiny_variant_trains_its_own_stage_one_and_animates_a_creature(tmp_path):
+    """`configs/animate.py:tiny` at micro sizes: the stage_one stage (VAE fit, training,
+    the bundle) feeds the rest; a rerun reuses the trained model."""
+    config = get_config("animate", "tiny")
+    s1 = config.stage_one
+    s1.update(total_steps=2, global_batch_size=1)
+    s1.synthetic.update(num_objects=1, num_gaussians=1024)
+    s1.vae_fit.steps = 3
+    s1.sample.every_steps = 0
+    s1.checkpoint.every_steps = 2
+    s1.random_init.unet.update(block_out_channels=(16, 32))
+    config.sample.steps = 2
+    config.stage2.update(iterations=2, turntable_frames=2, frames_per_step=2)
+    config.stage2.loss.arap_anchors = 64
+    config.export.update(video_size=32, turntable_frames=2, track_grid=2)
+    out = run(config, str(tmp_path))
+    assert _statuses(out)["stage_one"] == "ran"
+    assert (tmp_path / "stage_one" / "vae_fit" / "report.json").exists()
+    assert [n.startswith("creature_") for n in os.listdir(tmp_path / "inputs")] == [True]
+    assert (tmp_path / "export" / "viewer.html").exists()
+    assert not (tmp_path / "export" / "animated.glb").exists()     # a 3DGS input
+    clip = json.loads((tmp_path / "sample" / "clip" / "clip.json").read_text())
+    assert clip["prompt"].startswith("a creature ")
+    again = run(config, str(tmp_path))
+    assert set(_statuses(again).values()) == {"skipped"}

@@ -26,7 +26,6 @@ from t4a_jax.render.builtin import builtin_object
 from t4a_jax.render.mesh import load_meshes
 from t4a_jax.render.ply import load_ply
 from t4a_jax.render.views import ViewRenderer, ring_views
-from t4a_jax.stages import Done
 
 pygltflib = pytest.importorskip("pygltflib")
 
@@ -81,10 +80,10 @@ def test_animated_glb_moves_the_input_vertices_as_the_field_moves_them(tmp_path)
     field = _moving_field(canonical)
     save_asset4d(str(tmp_path / "reconstruct" / "asset"),
                  Asset4D(field, canonical, MOTION, num_frames, 8.0, "ball", "a ball"))
-    done = Done("reconstruct", str(tmp_path / "reconstruct"), "", 0.0, "ran", 0.0)
     out = tmp_path / "export"
     out.mkdir()
-    path = mesh_export(inputs, str(asset_dir), done, str(out), fps=8.0)
+    path = mesh_export(inputs, str(asset_dir), str(tmp_path / "reconstruct"), str(out),
+                       fps=8.0)
 
     gltf = pygltflib.GLTF2().load(path)
     blob = gltf.binary_blob()

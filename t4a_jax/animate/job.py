@@ -30,7 +30,7 @@ import dataclasses
 import json
 import os
 import shutil
-from typing import Any
+from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
@@ -45,14 +45,16 @@ from t4a_jax.models import ModelBundle, load_bundle
 from t4a_jax.reconstruction import job as stage_two
 from t4a_jax.reconstruction.asset import load_asset4d
 from t4a_jax.reconstruction.clips import load_clip, write_clip
-from t4a_jax.reconstruction.outputs import orbit_of, turntable_frames, write_videos
+from t4a_jax.image_metrics import mask_iou, psnr
+from t4a_jax.reconstruction.outputs import (orbit_of, render_views, turntable_frames,
+                                            write_videos)
 from t4a_jax.render.cameras import viewmat_to_c2w
 from t4a_jax.render.assets import Normalisation, is_mesh, load_asset, normalise
 from t4a_jax.render.gaussians import Gaussians, rgb_from_sh_dc
 from t4a_jax.render.mesh import load_meshes
 from t4a_jax.render.ply import load_ply, save_ply
 from t4a_jax.render.views import ViewRender, ViewRenderer, ViewSet
-from t4a_jax.sampling import render_conditions, resolve, sample_video, tile_views
+from t4a_jax.sampling import render_conditions, resolve, sample_videos, tile_views
 from t4a_jax.stages import Done, Stages, file_digest
 from t4a_jax.training.loop import train
 from t4a_jax.video import read_video
@@ -62,6 +64,7 @@ GLTF_SUFFIXES = (".glb", ".gltf")
 # Config keys that say when to stop, not what to compute: left out of a stage's inputs
 # so that a run split by them resumes instead of starting again.
 UNFINGERPRINTED = ("stop_after",)
+TINY_CREATURE_GAUSSIANS = 4096   # the tiny variant's creature (its exports render at 256 px)
 
 
 class StageInterrupted(RuntimeError):
@@ -105,18 +108,20 @@ def tiny_creature(config: ml_collections.ConfigDict) -> tuple[Gaussians, str]:
     """The tiny variant's held-out creature (`procedural.make_creature` at
     `tiny_creature_seed`, not a seed of the synthetic training sets) and its prompt."""
     seed = config.tiny_creature_seed
-    creature = procedural.make_creature(seed, config.stage_one.synthetic.num_gaussians * 2)
+    creature = procedural.make_creature(seed, TINY_CREATURE_GAUSSIANS)
     animation = procedural.make_animation(creature, seed + 1)
     return creature.gaussians, "a creature " + " and ".join(animation.actions[:2])
 
 
 def check_inputs(config: ml_collections.ConfigDict, workdir: str) -> Inputs:
     """Load and check the asset and the prompt (ValueError naming what is wrong); the
-    tiny variant's creature is written to WORKDIR/inputs/creature.ply first."""
+    tiny variant's creature is written to WORKDIR/inputs/creature_<seed>_<count>.ply
+    first."""
     asset, prompt = config.asset, config.prompt
     if not asset and config.tiny_creature_seed is not None:
         gaussians, tiny_prompt = tiny_creature(config)
-        asset = os.path.join(workdir, "inputs", "creature.ply")
+        asset = os.path.join(workdir, "inputs", f"creature_{config.tiny_creature_seed}_"
+                                                f"{TINY_CREATURE_GAUSSIANS}.ply")
         if not os.path.isfile(asset):
             os.makedirs(os.path.dirname(asset), exist_ok=True)
             save_ply(asset, gaussians)
@@ -201,28 +206,39 @@ def read_condition(folder: str) -> tuple[ViewSet, ViewRender]:
     return views, render
 
 
-def make_sample(bundle: ModelBundle, asset: Done, condition: Done,
-                settings: ml_collections.ConfigDict, folder: str) -> None:
-    views, render = read_condition(condition.folder)
-    video = sample_video(bundle, views, render, settings)
-    write_videos(os.path.join(folder, "multiview"), tile_views(video), settings.fps)
-    write_clip(os.path.join(folder, "clip"), video, views, render.alphas,
-               load_ply(os.path.join(asset.folder, "static.ply")), prompt=settings.prompt,
-               fps=settings.fps, elevation=settings.elevation,
-               azimuth_start=settings.azimuth)
+def make_samples(bundle: ModelBundle, objects: Sequence["Object"], assets: Sequence[Done],
+                 conditions: Sequence[Done], settings: ml_collections.ConfigDict,
+                 folder: str) -> None:
+    """The objects' multi-view videos, sampled in one batch: per object a clip folder
+    (`clip_folder`) and its views side by side (multiview.mp4/.gif beside it)."""
+    loaded = [read_condition(done.folder) for done in conditions]
+    videos = sample_videos(bundle, [(views, render, o.inputs.prompt)
+                                    for o, (views, render) in zip(objects, loaded)],
+                           settings)
+    for o, asset, (views, render), video in zip(objects, assets, loaded, videos):
+        clip = clip_folder(folder, o)
+        os.makedirs(os.path.dirname(clip), exist_ok=True)
+        write_videos(os.path.join(os.path.dirname(clip), "multiview"), tile_views(video),
+                     settings.fps)
+        write_clip(clip, video, views, render.alphas,
+                   load_ply(os.path.join(asset.folder, "static.ply")),
+                   prompt=o.inputs.prompt, fps=settings.fps, elevation=settings.elevation,
+                   azimuth_start=settings.azimuth)
 
 
-def stage_two_config(config: ml_collections.ConfigDict, clip: str, models: str
+def stage_two_config(config: ml_collections.ConfigDict, clips: Sequence[str], models: str
                      ) -> ml_collections.ConfigDict:
-    """`config.stage2` with the job's clip and Stage One model."""
+    """`config.stage2` with the job's clips (one: `clip`, several: `clips`, fitted as one
+    sharded program) and Stage One model."""
     s2 = ml_collections.ConfigDict(config.stage2.to_dict())
-    s2.clip, s2.clips, s2.static = clip, None, None
+    s2.clip, s2.clips = (clips[0], None) if len(clips) == 1 else (None, ",".join(clips))
+    s2.static = None
     s2.synthetic.enabled = False
     s2.stage_one = models
     return s2
 
 
-def mesh_export(inputs: Inputs, asset_folder: str, reconstruct: Done, folder: str,
+def mesh_export(inputs: Inputs, asset_folder: str, fitted: str, folder: str,
                 fps: float) -> str:
     """animated.glb: the input mesh (its own coordinates) with one morph target per
     frame, each vertex moved as the 4D asset moves the Gaussian at that vertex (the
@@ -233,7 +249,7 @@ def mesh_export(inputs: Inputs, asset_folder: str, reconstruct: Done, folder: st
     faces = np.concatenate([np.asarray(m.faces) + o for m, o in zip(meshes, offsets)])
     info = _read_json(os.path.join(asset_folder, "normalisation.json"))
     frame = Normalisation(tuple(info["centre"]), info["scale"], info["up"])
-    asset = load_asset4d(os.path.join(reconstruct.folder, "asset"))
+    asset = load_asset4d(os.path.join(fitted, "asset"))
     count = len(vertices)
     frames = np.stack([frame.invert(np.asarray(asset.at_frame(f).means)[:count])
                        for f in range(asset.num_frames)])
@@ -244,19 +260,39 @@ def mesh_export(inputs: Inputs, asset_folder: str, reconstruct: Done, folder: st
     return path
 
 
+def likeness(clip_dir: str, condition: Done, asset4d) -> dict[str, Any]:
+    """How much the results look like the input: the PSNR (dB) of the video's decoded
+    condition frames against the condition renders, and the silhouette IoU (alpha >
+    0.5) of the 4D asset at each frame, in the condition views, against the condition
+    renders' (the object keeps its shape while it moves)."""
+    clip = load_clip(clip_dir)
+    _, render = read_condition(condition.folder)
+    decoded = clip.videos[:, 0].astype(np.float32) / 255.0
+    renderer = ViewRenderer(clip.size[1], clip.size[0], background=clip.background)
+    _, alphas = render_views(asset4d, clip, renderer)                      # [V, F, H, W]
+    target = np.asarray(render.alphas) > 0.5
+    ious = [float(np.mean(mask_iou(alphas[:, f] > 0.5, target)))
+            for f in range(clip.num_frames)]
+    return {"condition_psnr": float(np.mean(psnr(decoded, np.asarray(render.colors)))),
+            "silhouette_iou": ious, "silhouette_iou_mean": float(np.mean(ious))}
+
+
 def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: ModelBundle,
-                asset: Done, sample: Done, reconstruct: Done, folder: str) -> None:
+                asset: Done, condition: Done, clip_dir: str, fitted: str,
+                folder: str) -> None:
+    """The object's exports (module docstring) from its clip folder `clip_dir` and its
+    Stage Two output folder `fitted`; likeness.json (`likeness`)."""
     e = config.export
     for name in ("frames", "asset"):
-        shutil.copytree(os.path.join(reconstruct.folder, name), os.path.join(folder, name))
+        shutil.copytree(os.path.join(fitted, name), os.path.join(folder, name))
     if inputs.mesh:
-        mesh_export(inputs, asset.folder, reconstruct, folder, config.sample.fps)
-    clip = load_clip(os.path.join(sample.folder, "clip"))
+        mesh_export(inputs, asset.folder, fitted, folder, config.sample.fps)
+    clip = load_clip(clip_dir)
     video = clip.videos                                              # [V, F, S, S, 3] uint8
     write_videos(os.path.join(folder, "multiview"), tile_views(video), clip.fps)
-    compare = read_video(os.path.join(reconstruct.folder, "views.mp4"))
+    compare = read_video(os.path.join(fitted, "views.mp4"))
     write_videos(os.path.join(folder, "compare"), compare, clip.fps)
-    asset4d = load_asset4d(os.path.join(reconstruct.folder, "asset"))
+    asset4d = load_asset4d(os.path.join(fitted, "asset"))
     renderer = ViewRenderer(e.video_size, e.video_size, background=clip.background)
     write_videos(os.path.join(folder, "turntable"),
                  turntable_frames(asset4d, clip, renderer, e.turntable_frames), clip.fps)
@@ -265,7 +301,7 @@ def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: Model
                          f"'features'")
     tracks = feature_tracks(bundle, video / 255.0, clip.masks[:, 0], inputs.prompt,
                             views_c2w=np.asarray(viewmat_to_c2w(clip.viewmats)),
-                            tap=config.stage2.feature_tap, grid=e.track_grid)
+                            tap=e.feature_tap, grid=e.track_grid)
     elevation, azimuth, distance = orbit_of(clip)
     fovy = float(np.degrees(2 * np.arctan(clip.size[0] / (2 * clip.Ks[0, 1, 1]))))
     size = write_viewer(os.path.join(folder, "viewer.html"),
@@ -276,60 +312,144 @@ def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: Model
                                 "distance": distance, "fovy": fovy},
                         jpeg_quality=e.jpeg_quality)
     logging.info("wrote %s (%.1f MB)", os.path.join(folder, "viewer.html"), size / 1e6)
+    figures = likeness(clip_dir, condition, asset4d)
+    _write_json(os.path.join(folder, "likeness.json"), figures)
+    logging.info("likeness: condition frames %.1f dB, silhouette IoU %.3f (mean over "
+                 "frames)", figures["condition_psnr"], figures["silhouette_iou_mean"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Object:
+    """One object of the job: `name` ('' for a single object, whose stages sit directly
+    in WORKDIR; else its stages are WORKDIR/<name>/<stage>) and its checked inputs."""
+
+    name: str
+    inputs: Inputs
+
+    def stage(self, stage: str) -> str:
+        return f"{self.name}/{stage}" if self.name else stage
+
+
+def clip_folder(sample_folder: str, o: Object) -> str:
+    """Where the sample stage writes the object's clip (its folder name is the clip's
+    name, which names the object's Stage Two outputs)."""
+    return os.path.join(sample_folder, o.name, o.name) if o.name else os.path.join(
+        sample_folder, "clip")
+
+
+def read_jobs(path: str) -> list[tuple[str, str]]:
+    """(asset, prompt) per line `ASSET<TAB>PROMPT` of the jobs file (blank lines and
+    lines starting with '#' skipped; relative assets are relative to the file)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError as e:
+        raise ValueError(f"config.jobs={path}: {e.strerror}") from None
+    jobs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if "\t" not in line:
+            raise ValueError(f"{path}:{number}: expected ASSET<TAB>PROMPT, got {line!r}")
+        asset, prompt = (part.strip() for part in line.split("\t", 1))
+        jobs.append((os.path.join(os.path.dirname(os.path.abspath(path)), asset), prompt))
+    if not jobs:
+        raise ValueError(f"config.jobs={path}: no ASSET<TAB>PROMPT lines")
+    return jobs
+
+
+def job_objects(config: ml_collections.ConfigDict, workdir: str) -> list[Object]:
+    """The checked objects of the job: `asset` + `prompt`, or every line of `jobs`
+    (named by the asset file's stem, made unique with a suffix)."""
+    if not config.jobs:
+        return [Object("", check_inputs(config, workdir))]
+    if config.asset:
+        raise ValueError("set one of config.asset and config.jobs, not both")
+    objects, names = [], set()
+    for asset, prompt in read_jobs(config.jobs):
+        one = ml_collections.ConfigDict(config.to_dict())
+        one.update(asset=asset, prompt=prompt, tiny_creature_seed=None)
+        stem = os.path.splitext(os.path.basename(asset))[0]
+        name, k = stem, 1
+        while name in names or name in STAGES:
+            name, k = f"{stem}_{k}", k + 1
+        names.add(name)
+        objects.append(Object(name, check_inputs(one, workdir)))
+    return objects
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """The job (module docstring); returns {"export": folder, "stages": run.json's list,
-    "metrics": Stage Two's metrics.json}."""
+    """The job (module docstring); returns {"export": the (first) object's export
+    folder, "exports": every object's, "stages": run.json, "metrics": Stage Two's
+    metrics of each object}."""
     workdir = os.path.abspath(workdir)
-    redo = [name.strip() for name in config.redo.split(",") if name.strip()]
-    if config.jobs:
-        raise ValueError("config.jobs: batches of objects are not supported yet; run one "
-                         "asset per workdir")
+    redo = {name.strip() for name in config.redo.split(",") if name.strip()}
+    unknown = sorted(redo - set(STAGES))
+    if unknown:
+        raise ValueError(f"config.redo: unknown stage(s) {', '.join(unknown)}; the stages "
+                         f"are {', '.join(STAGES)}")
     bundle = None
     if config.models:
         bundle = load_bundle(config.models)
     elif config.stage_one is None:
         raise ValueError("config.models (a Stage One model bundle) is required")
-    inputs = check_inputs(config, workdir)
+    objects = job_objects(config, workdir)
     if bundle is not None:
-        check_prompt(bundle, inputs.prompt)
-    names = STAGES if bundle is None else STAGES[1:]
-    stages = Stages(workdir, names, redo=redo)
+        for o in objects:
+            check_prompt(bundle, o.inputs.prompt)
+    names = ([] if bundle is not None else ["stage_one"]) + [
+        o.stage(s) for o in objects for s in ("asset", "condition")] + [
+        "sample", "reconstruct"] + [o.stage("export") for o in objects]
+    stages = Stages(workdir, names, redo=[n for n in names if n.split("/")[-1] in redo])
     try:
         if bundle is None:
             trained = stages.run("stage_one", _inputs_of(config.stage_one),
                                  lambda folder: _train_stage_one(config.stage_one, folder))
             models = os.path.join(trained.folder, "models")
             bundle = load_bundle(models)
-            check_prompt(bundle, inputs.prompt)
+            for o in objects:
+                check_prompt(bundle, o.inputs.prompt)
             models_key: Any = trained
         else:
             models, models_key = os.path.abspath(config.models), models_fingerprint(
                 config.models)
         settings = resolve(config.sample, bundle)
-        settings.prompt = inputs.prompt
-        asset = stages.run("asset", {"file": file_digest(inputs.asset), "up": inputs.up,
-                                     "radius": config.radius,
-                                     "mesh_samples": config.mesh_samples,
-                                     "asset_seed": config.asset_seed},
-                           lambda folder: make_asset(inputs, config, folder))
-        condition = stages.run("condition", {"asset": asset, **{
-            k: settings[k] for k in ("views", "size", "elevation", "azimuth")}},
-            lambda folder: make_condition(asset, settings, folder))
-        sample = stages.run("sample", {"condition": condition, "models": models_key,
-                                       **settings.to_dict()},
-                            lambda folder: make_sample(bundle, asset, condition, settings,
-                                                       folder))
-        s2 = stage_two_config(config, os.path.join(sample.folder, "clip"), models)
+        settings.prompt = objects[0].inputs.prompt
+        assets, conditions = [], []
+        for o in objects:
+            inputs = o.inputs
+            assets.append(stages.run(o.stage("asset"), {
+                "file": file_digest(inputs.asset), "up": inputs.up, "radius": config.radius,
+                "mesh_samples": config.mesh_samples, "asset_seed": config.asset_seed},
+                lambda folder, inputs=inputs: make_asset(inputs, config, folder)))
+            conditions.append(stages.run(o.stage("condition"), {"asset": assets[-1], **{
+                k: settings[k] for k in ("views", "size", "elevation", "azimuth")}},
+                lambda folder, asset=assets[-1]: make_condition(asset, settings, folder)))
+        sampling = {k: v for k, v in settings.to_dict().items() if k != "prompt"}
+        sample = stages.run("sample", {"conditions": conditions, "models": models_key,
+                                       "prompts": [o.inputs.prompt for o in objects],
+                                       **sampling},
+                            lambda folder: make_samples(bundle, objects, assets, conditions,
+                                                        settings, folder))
+        clips = [clip_folder(sample.folder, o) for o in objects]
+        s2 = stage_two_config(config, clips, models)
         reconstruct = stages.run("reconstruct", {"sample": sample, "models": models_key,
                                                  "stage2": _inputs_of(s2)},
                                  lambda folder: _reconstruct(s2, folder))
-        export = stages.run("export", {"reconstruct": reconstruct,
-                                       "export": config.export.to_dict()},
-                            lambda folder: make_export(config, inputs, bundle, asset,
-                                                       sample, reconstruct, folder))
+        exports = []
+        for o, asset, condition, clip in zip(objects, assets, conditions, clips):
+            fitted = (reconstruct.folder if len(objects) == 1
+                      else os.path.join(reconstruct.folder, os.path.basename(clip)))
+            exports.append(stages.run(o.stage("export"), {
+                "reconstruct": reconstruct, "export": config.export.to_dict()},
+                lambda folder, o=o, asset=asset, condition=condition, clip=clip,
+                fitted=fitted: make_export(config, o.inputs, bundle, asset, condition, clip,
+                                           fitted, folder)))
     finally:
         stages.close()
-    return {"export": export.folder, "stages": _read_json(os.path.join(workdir, "run.json")),
-            "metrics": _read_json(os.path.join(reconstruct.folder, "metrics.json"))}
+    fitted_dirs = ([reconstruct.folder] if len(objects) == 1 else
+                   [os.path.join(reconstruct.folder, os.path.basename(c)) for c in clips])
+    metrics = [_read_json(os.path.join(d, "metrics.json")) for d in fitted_dirs]
+    return {"export": exports[0].folder, "exports": [e.folder for e in exports],
+            "stages": _read_json(os.path.join(workdir, "run.json")),
+            "metrics": metrics[0] if len(metrics) == 1 else metrics}

@@ -122,8 +122,12 @@ def sample_ddim(denoise_fn: DenoiseFn, schedule: NoiseSchedule, latents: jax.Arr
                 guidance_scale: float | jax.Array = 7.5, eta: float = 0.0,
                 condition_latent: jax.Array | None = None,
                 rng: jax.Array | None = None,
-                on_step: Callable[[jax.Array], None] | None = None) -> jax.Array:
+                on_step: Callable[[jax.Array], None] | None = None,
+                start_step: int = 0) -> jax.Array:
     """Run `num_steps` DDIM steps from the noise `latents` [N, ...] and return x_0.
+    With `start_step` k > 0 the first k steps are skipped: `latents` are then x at the
+    timestep of step k (`ddim_timesteps(schedule, num_steps)[0][k]`, e.g. a clean latent
+    noised to it: SDEdit, Meng et al. 2022), and `on_step` sees k, ..., num_steps - 1.
 
     `denoise_fn(x [M, ...], t [M] int32, c) -> model output [M, ...]` where `c` is `cond`
     or, with classifier-free guidance, the batch [uncond; cond]: `cond` and `uncond` are
@@ -146,6 +150,8 @@ def sample_ddim(denoise_fn: DenoiseFn, schedule: NoiseSchedule, latents: jax.Arr
     """
     if eta > 0 and rng is None:
         raise ValueError(f"sample_ddim: eta={eta} > 0 needs `rng`")
+    if not 0 <= start_step < num_steps:
+        raise ValueError(f"sample_ddim: start_step={start_step} must be in [0, {num_steps})")
     if condition_latent is not None:
         expected = latents.shape[:1] + latents.shape[2:]
         if latents.ndim != 5 or condition_latent.shape != expected:
@@ -176,4 +182,4 @@ def sample_ddim(denoise_fn: DenoiseFn, schedule: NoiseSchedule, latents: jax.Arr
             jax.debug.callback(lambda index, _: on_step(index), i, x[:1, :1])
         return x
 
-    return jax.lax.fori_loop(0, num_steps, step, reset_condition(latents))
+    return jax.lax.fori_loop(start_step, num_steps, step, reset_condition(latents))
