@@ -162,7 +162,7 @@ def test_a_jobs_file_animates_several_objects_in_one_sampling_batch_and_one_fit(
     box.export(str(tmp_path / "box.obj"))
     jobs = tmp_path / "jobs.tsv"
     jobs.write_text("# asset\tprompt\nball.obj\ta ball bounces\n\nbox.obj\ta box jumps\n")
-    config = _config(models, None, jobs=str(jobs), asset=None)
+    config = _config(models, None, jobs=str(jobs))
     out = run(config, str(tmp_path / "job"))
     statuses = _statuses(out)
     assert list(statuses) == ["ball/asset", "ball/condition", "box/asset", "box/condition",
@@ -180,7 +180,7 @@ def test_a_jobs_file_animates_several_objects_in_one_sampling_batch_and_one_fit(
     bad = tmp_path / "bad.tsv"
     bad.write_text("ball.obj a ball without a tab\n")
     with pytest.raises(ValueError, match=r"bad.tsv:1: expected ASSET<TAB>PROMPT"):
-        run(_config(models, None, jobs=str(bad), asset=None), str(tmp_path / "bad"))
+        run(_config(models, None, jobs=str(bad)), str(tmp_path / "bad"))
 
 
 @pytest.mark.slow
@@ -189,8 +189,8 @@ def test_the_tiny_variant_trains_its_own_stage_one_and_animates_a_creature(tmp_p
     the bundle) feeds the rest; a rerun reuses the trained model."""
     config = get_config("animate", "tiny")
     s1 = config.stage_one
-    s1.update(total_steps=2, global_batch_size=1)
-    s1.synthetic.update(num_objects=1, num_gaussians=1024)
+    s1.update(total_steps=2, global_batch_size=2)
+    s1.synthetic.update(num_objects=2, num_gaussians=1024)
     s1.vae_fit.steps = 3
     s1.sample.every_steps = 0
     s1.checkpoint.every_steps = 2

@@ -140,6 +140,8 @@ def test_process_shards_split_each_global_batch(dataset):
     with pytest.raises(ValueError, match="global_batch_size 3 must be a positive multiple "
                                          "of process_count 2"):
         MVVideoLoader(config, 3, seed=0, process_index=0, process_count=2)
+    with pytest.raises(ValueError, match="gives 1 example.*at least 2"):
+        MVVideoLoader(config, 1, seed=0)
 
 
 def test_an_unusable_index_fails_when_the_loader_is_made(tmp_path):

@@ -140,6 +140,11 @@ class MVVideoLoader:
             "max_attempts": max_attempts,
             **{k: v for k, v in dataclasses.asdict(config).items() if k != "root"}}
         local_batch = global_batch_size // process_count
+        if local_batch < 2:
+            raise ValueError(f"global_batch_size={global_batch_size} over {process_count} "
+                             f"process(es) gives {local_batch} example(s) per process; at "
+                             f"least 2 are needed (grain cannot index an endless dataset "
+                             f"of one-example batches)")
         examples = (grain.MapDataset.source(items).shuffle(seed=seed).repeat()
                     .map_with_index(_Examples(items, config, seed, max_attempts)))
         self._batches = examples.batch(local_batch)[process_index::process_count]
