@@ -19,6 +19,7 @@ import trimesh
 
 from t4a_jax.animate.job import Inputs, make_asset, mesh_export
 from t4a_jax.export import Tracks, write_animated_glb, write_viewer
+from t4a_jax.export.tracks import grid_queries, video_tracks
 from t4a_jax.fourd import MotionConfig, HexPlaneConfig, deform, init_motion_field
 from t4a_jax.reconstruction.asset import Asset4D, save_asset4d
 from t4a_jax.render.assets import load_asset
@@ -202,3 +203,36 @@ def test_viewer_plays_the_asset_offline_and_matches_the_rasterizer(browser, tmp_
     assert page.is_visible("#tracks canvas")
     assert errors == []
     page.close()
+
+
+# ----------------------------------------------------------------------------- tracks
+
+
+def test_grid_queries_lie_on_the_mask_and_video_tracks_call_the_tracker_per_view():
+    masks = np.zeros((2, 16, 16), bool)
+    masks[0, 4:12, 2:10] = True
+    masks[1, 8:10, 8:10] = True
+    queries = grid_queries(masks, 4)
+    assert queries.shape == (2, 16, 2)                 # view 0: 4 x 4 on its box
+    for mask, points in zip(masks, queries):
+        cells = np.floor(points).astype(int)
+        assert mask[cells[:, 1], cells[:, 0]].all()
+
+    class Shift:
+        """A stand-in video tracker: every point moves 1 px right per frame."""
+        name = "shift"
+        calls = []
+
+        def __call__(self, video, points):
+            self.calls.append((video.shape, points.copy()))
+            frames = np.arange(len(video))[:, None, None]
+            return (points[None] + frames * np.array([1.0, 0.0]),
+                    np.ones((len(video), len(points)), bool))
+
+    video = np.zeros((2, 3, 16, 16, 3), np.uint8)
+    tracker = Shift()
+    tracks = video_tracks(tracker, video, masks, grid=4)
+    assert tracks.tracker == "shift" and tracks.points.shape == (2, 3, 16, 2)
+    assert [c[0] for c in tracker.calls] == [(3, 16, 16, 3)] * 2
+    np.testing.assert_allclose(tracks.points[:, 2] - tracks.points[:, 0],
+                               np.broadcast_to([2.0, 0.0], (2, 16, 2)))

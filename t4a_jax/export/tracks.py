@@ -1,7 +1,9 @@
 """Point tracks of a generated multi-view video for the viewer's tracks tab (paper
-Appendix F): the Stage One U-Net's own features matched frame to frame (the probe's
-tracker, `tracking.feature_tracker`), from a grid of query points on the object.
+Appendix F), from a grid of query points on the object: CoTracker3 when it is installed
+and given its weights (`video_tracks`), else the Stage One U-Net's own features matched
+frame to frame (the probe's tracker, `tracking.feature_tracker`).
 
+    tracks = video_tracks(CoTracker3("scaled_offline.pth"), video, masks)
     tracks = feature_tracks(bundle, video, masks, prompt, tap="up_blocks.1.motion_modules.2")
 
 `video` [V, F, S, S, 3] in [0, 1], `masks` [V, S, S] bool (the condition renders'
@@ -20,6 +22,7 @@ from t4a_jax.export.viewer import Tracks
 from t4a_jax.models import ModelBundle
 from t4a_jax.pipeline import unet_features
 from t4a_jax.render import camera_vector
+from t4a_jax.tracking.cotracker import VideoTracker
 from t4a_jax.tracking.feature_tracker import track_by_features
 
 
@@ -62,3 +65,14 @@ def feature_tracks(bundle: ModelBundle, video: np.ndarray, masks: np.ndarray, pr
                                           size))
     return Tracks(points=points, visible=np.ones(points.shape[:3], bool),
                   tracker="the U-Net's features (feature matching, no occlusion)")
+
+
+def video_tracks(tracker: VideoTracker, video: np.ndarray, masks: np.ndarray,
+                 grid: int = 6) -> Tracks:
+    """Tracks of `grid_queries(masks, grid)` through each view of `video` [V, F, S, S, 3]
+    uint8 by a video tracker (`tracking.cotracker.CoTracker3`), one call per view."""
+    queries = grid_queries(masks, grid)
+    points, visible = zip(*(tracker(np.asarray(view, np.uint8), q)
+                            for view, q in zip(video, queries)))
+    return Tracks(points=np.stack(points), visible=np.stack(visible),
+                  tracker=getattr(tracker, "name", type(tracker).__name__))
