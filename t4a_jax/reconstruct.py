@@ -13,12 +13,14 @@ all objects' motion fields in one sharded program (`reconstruction.loop.fit`: pr
 bar, TensorBoard in WORKDIR/tb, checkpoints in WORKDIR/checkpoints, resume, SIGTERM)
 and writes each object's outputs (`reconstruction.outputs`: per-frame .ply files, the 4D
 asset, the views and turntable videos, metrics.json) into WORKDIR for one clip or
-WORKDIR/<name> for several (name: the clip's, '/' -> '_'). The config keys are
-documented in `configs/stage2.py`.
+WORKDIR/<name> for several (name: the clip's, '/' -> '_'). Library logs go to
+WORKDIR/reconstruct.log; the console shows the progress bars and warnings. The config
+keys are documented in `configs/stage2.py`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from absl import app, flags
@@ -26,6 +28,7 @@ from ml_collections import config_flags
 
 from t4a_jax.config_files import config_path
 from t4a_jax.reconstruction.clips import ClipError
+from t4a_jax.logs import log_to_file
 from t4a_jax.reconstruction.job import run
 
 
@@ -35,6 +38,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS.workdir:
         raise app.UsageError("--workdir is required")
+    os.makedirs(flags.FLAGS.workdir, exist_ok=True)
+    log_to_file(os.path.join(flags.FLAGS.workdir, "reconstruct.log"))   # the console: bars
     try:
         out = run(flags.FLAGS.config, flags.FLAGS.workdir)
     except (ClipError, ValueError, OSError) as e:

@@ -27,7 +27,8 @@ init or restore the train state, jit the update, loop (log, sample, checkpoint),
 - Non-finite loss: the step leaves params untouched; the run stops with `NonFiniteLoss`
   naming the step, the batch's uid/anim ids and the last good checkpoint, or (with
   `config.skip_nonfinite`) logs, counts the skipped update and goes on.
-- Output in WORKDIR: `checkpoints/`, `tb/` (TensorBoard: loss parts, lr, grad norm,
+- Output in WORKDIR: `train.log` (everything logged, e.g. the step lines and Orbax's
+  messages; the console shows a progress bar and warnings), `checkpoints/`, `tb/` (TensorBoard: loss parts, lr, grad norm,
   throughput, sample videos), `samples/step_N.{mp4,gif,txt}` (held-out objects: rows =
   objects, columns = views), `models/` at the end (a model bundle,
   `t4a_jax.models.save_bundle`: the converter's pipeline layout, the U-Net with the
@@ -38,11 +39,13 @@ init or restore the train state, jit the update, loop (log, sample, checkpoint),
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from t4a_jax.logs import log_to_file
 from t4a_jax.training.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -55,6 +58,8 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if _CONFIG.value is None or _WORKDIR.value is None:
         raise app.UsageError("--config and --workdir are required")
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    log_to_file(os.path.join(_WORKDIR.value, "train.log"))      # the console: bars, warnings
     train(_CONFIG.value, _WORKDIR.value)
 
 
