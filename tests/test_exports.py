@@ -236,3 +236,23 @@ def test_grid_queries_lie_on_the_mask_and_video_tracks_call_the_tracker_per_view
     assert [c[0] for c in tracker.calls] == [(3, 16, 16, 3)] * 2
     np.testing.assert_allclose(tracks.points[:, 2] - tracks.points[:, 0],
                                np.broadcast_to([2.0, 0.0], (2, 16, 2)))
+
+
+def test_video_tracks_through_cotracker3_keep_the_pixel_convention(monkeypatch, tmp_path):
+    """CoTracker3 (`tracking.cotracker`) behind `video_tracks`, with the stand-in
+    `cotracker` package of tests/fake_cotracker.py (queries in at -0.5, tracks back
+    at +0.5; every point moves by SHIFT per frame)."""
+    pytest.importorskip("torch")
+    from fake_cotracker import SHIFT, install_fake_cotracker
+    from t4a_jax.tracking.cotracker import CoTracker3
+
+    fake_checkpoint = install_fake_cotracker(monkeypatch, tmp_path)
+    masks = np.zeros((2, 32, 32), bool)
+    masks[:, 8:24, 8:24] = True
+    video = np.full((2, 4, 32, 32, 3), 128, np.uint8)
+    tracks = video_tracks(CoTracker3(fake_checkpoint, "cpu"), video, masks, grid=3)
+    assert tracks.tracker == "cotracker3"
+    queries = grid_queries(masks, 3)
+    expected = queries[:, None] + np.arange(4)[None, :, None, None] * SHIFT
+    np.testing.assert_allclose(tracks.points, expected, atol=1e-5)
+    assert tracks.visible.all()
