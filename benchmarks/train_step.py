@@ -49,7 +49,7 @@ def run(config, devices, steps: int) -> dict[str, float]:
     mesh = make_mesh(-1, 1, devices=devices)
     models = ts.random_models(config, mesh)
     tx, lr = ts.make_optimizer(config)
-    parts = ts.init_state(models, tx, config.seed, mesh)
+    parts = ts.init_state(models, tx, config.seed, mesh, ts.trainable_of(config))
     step = ts.make_train_step(parts, tx, lr, make_schedule(config.schedule),
                               StageOneLossConfig.from_config_dict(config.loss),
                               (config.data.size,) * 2, config.grad_accum_steps)
