@@ -29,7 +29,7 @@ Variant `tiny`: the README's demo, needing nothing but the package. It trains th
 Stage One model (`configs/stage1.py:tiny`, its VAE first fitted to the synthetic
 frames) in WORKDIR/stage_one, then animates a held-out synthetic creature with its own
 prompt (HexPlane features, no 4D-SDS: the tiny U-Net's features carry little) and writes
-every export, in about 10 minutes on 2 CPU cores. A 16 px model trained for 200 steps
+every export, in about 14 minutes on 2 CPU cores. A 16 px model trained for 200 steps
 cannot draw the creature from noise, so its sampling starts the frames from the
 condition render noised to 60 % (`sample.init_strength=0.6`, SDEdit; the paper's
 setting is 1.0, pure noise).
