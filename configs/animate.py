@@ -85,10 +85,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.export.jpeg_quality = 85      # the viewer's video frames
     config.export.track_grid = 6         # tracks per view: a grid of this many squared
     config.export.feature_tap = "up_blocks.1.motion_modules.2"   # the tracker's features
-    # The viewer's tracks by CoTracker3 (needs the `cotracker` package and its
-    # scaled_offline.pth); unset: the U-Net feature tracker.
-    config.export.cotracker_checkpoint = config_dict.placeholder(str)
-    config.export.cotracker_device = config_dict.placeholder(str)   # default cuda if any
 
     # The tiny variant's own Stage One (trained when `models` is unset).
     config.stage_one = None

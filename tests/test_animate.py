@@ -6,7 +6,6 @@ is there."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -118,11 +117,10 @@ def test_the_job_runs_resumes_skips_and_reruns_what_a_new_prompt_changes(
 
 
 @pytest.mark.parametrize("problem", ["missing", "empty_mesh", "other_type", "long_prompt",
-                                     "no_vae", "no_prompt", "no_cotracker_file",
-                                     "no_cotracker_package"])
+                                     "no_vae", "no_prompt"])
 def test_bad_input_fails_naming_it_before_anything_is_written(models, mesh_file, tmp_path,
                                                              problem):
-    asset, prompt, model_dir, overrides = mesh_file, "a ball bounces", models, {}
+    asset, prompt, model_dir = mesh_file, "a ball bounces", models
     if problem == "missing":
         asset, match = str(tmp_path / "nothing.glb"), "nothing.glb: no such file"
     elif problem == "empty_mesh":
@@ -135,15 +133,6 @@ def test_bad_input_fails_naming_it_before_anything_is_written(models, mesh_file,
         prompt, match = "a ball " * 10, "config.prompt has 50 tokens; the text encoder takes 14"
     elif problem == "no_prompt":
         prompt, match = " ", "config.prompt is required"
-    elif problem == "no_cotracker_file":
-        overrides["export.cotracker_checkpoint"] = str(tmp_path / "scaled_offline.pth")
-        match = "cotracker_checkpoint=.*scaled_offline.pth: no such file"
-    elif problem == "no_cotracker_package":
-        if importlib.util.find_spec("cotracker") is not None:
-            pytest.skip("the cotracker package is installed here")
-        (tmp_path / "scaled_offline.pth").write_bytes(b"weights")
-        overrides["export.cotracker_checkpoint"] = str(tmp_path / "scaled_offline.pth")
-        match = "needs the `cotracker` package"
     else:
         model_dir = str(tmp_path / "models")
         shutil.copytree(models, model_dir)
@@ -151,7 +140,7 @@ def test_bad_input_fails_naming_it_before_anything_is_written(models, mesh_file,
         match = "no vae/"
     workdir = tmp_path / "job"
     with pytest.raises((ValueError, FileNotFoundError), match=match):
-        run(_config(model_dir, asset, prompt=prompt, **overrides), str(workdir))
+        run(_config(model_dir, asset, prompt=prompt), str(workdir))
     assert not workdir.exists() or os.listdir(workdir) == []
 
 

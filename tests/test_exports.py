@@ -239,12 +239,12 @@ def test_grid_queries_lie_on_the_mask_and_video_tracks_call_the_tracker_per_view
 
 
 def test_video_tracks_through_cotracker3_keep_the_pixel_convention(monkeypatch, tmp_path):
-    """CoTracker3 (`tracking.cotracker`) behind `video_tracks`, with the stand-in
+    """CoTracker3 (`tools.cotracker`) behind `video_tracks`, with the stand-in
     `cotracker` package of tests/fake_cotracker.py (queries in at -0.5, tracks back
     at +0.5; every point moves by SHIFT per frame)."""
     pytest.importorskip("torch")
     from fake_cotracker import SHIFT, install_fake_cotracker
-    from t4a_jax.tracking.cotracker import CoTracker3
+    from tools.cotracker import CoTracker3
 
     fake_checkpoint = install_fake_cotracker(monkeypatch, tmp_path)
     masks = np.zeros((2, 32, 32), bool)

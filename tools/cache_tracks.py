@@ -72,7 +72,8 @@ from t4a_jax.data.mvvideo import (Clip, Item, MVVideoConfig, read_index, read_vi
 from t4a_jax.data.tracks import (GRID_SIZE, TrackSet, grid_queries, load_tracks,
                                  queries_in_mask, rescale_tracks, save_tracks)
 from t4a_jax.evaluation.tapvid import score_tracks
-from t4a_jax.tracking.cotracker import COTRACKER3_WEIGHTS, CoTracker3, VideoTracker
+from t4a_jax.tracking.video_tracker import VideoTracker
+from tools.cotracker import COTRACKER3_WEIGHTS, CoTracker3
 
 TRACKERS = ("cotracker3", "oracle")  # also the tracker names written to the files
 EXACT_DIR = "exact_tracks"

@@ -32,7 +32,6 @@ models folder) raises ValueError before any stage runs and before anything is wr
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -46,7 +45,7 @@ from PIL import Image
 from t4a_jax.atomic import atomic_write
 from t4a_jax.data import procedural
 from t4a_jax.export import write_animated_glb, write_viewer
-from t4a_jax.export.tracks import feature_tracks, video_tracks
+from t4a_jax.export.tracks import feature_tracks
 from t4a_jax.models import ModelBundle, load_bundle
 from t4a_jax.reconstruction import job as stage_two
 from t4a_jax.reconstruction.asset import load_asset4d
@@ -62,7 +61,6 @@ from t4a_jax.render.ply import load_ply, save_ply
 from t4a_jax.render.views import ViewRender, ViewRenderer, ViewSet
 from t4a_jax.sampling import render_conditions, resolve, sample_videos, tile_views
 from t4a_jax.stages import Done, Stages, file_digest
-from t4a_jax.tracking.cotracker import COTRACKER3_WEIGHTS, CoTracker3
 from t4a_jax.training.loop import train
 from t4a_jax.video import read_video
 
@@ -160,22 +158,6 @@ def check_prompt(bundle: ModelBundle, prompt: str) -> None:
     if count > room:
         raise ValueError(f"config.prompt has {count} tokens; the text encoder takes {room} "
                          f"(beyond that the prompt would be cut): {prompt!r}")
-
-
-def check_tracker(export: ml_collections.ConfigDict) -> None:
-    """With `export.cotracker_checkpoint`, the file and the `cotracker` package must be
-    there (ValueError saying how to get them)."""
-    path = export.cotracker_checkpoint
-    if not path:
-        return
-    if not os.path.isfile(path):
-        raise ValueError(f"config.export.cotracker_checkpoint={path}: no such file "
-                         f"(CoTracker3's scaled_offline.pth: {COTRACKER3_WEIGHTS})")
-    if importlib.util.find_spec("cotracker") is None:
-        raise ValueError("config.export.cotracker_checkpoint needs the `cotracker` package "
-                         "(not on PyPI): git clone https://github.com/facebookresearch/"
-                         "co-tracker && pip install ./co-tracker; or leave the checkpoint "
-                         "unset for the U-Net feature tracker")
 
 
 def models_fingerprint(path: str) -> dict[str, list]:
@@ -319,13 +301,9 @@ def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: Model
     renderer = ViewRenderer(e.video_size, e.video_size, background=clip.background)
     write_videos(os.path.join(folder, "turntable"),
                  turntable_frames(asset4d, clip, renderer, e.turntable_frames), clip.fps)
-    if e.cotracker_checkpoint:
-        tracks = video_tracks(CoTracker3(e.cotracker_checkpoint, e.cotracker_device),
-                              video, clip.masks[:, 0], e.track_grid)
-    else:
-        tracks = feature_tracks(bundle, video / 255.0, clip.masks[:, 0], inputs.prompt,
-                                views_c2w=np.asarray(viewmat_to_c2w(clip.viewmats)),
-                                tap=e.feature_tap, grid=e.track_grid)
+    tracks = feature_tracks(bundle, video / 255.0, clip.masks[:, 0], inputs.prompt,
+                            views_c2w=np.asarray(viewmat_to_c2w(clip.viewmats)),
+                            tap=e.feature_tap, grid=e.track_grid)
     elevation, azimuth, distance = orbit_of(clip)
     fovy = float(np.degrees(2 * np.arctan(clip.size[0] / (2 * clip.Ks[0, 1, 1]))))
     size = write_viewer(os.path.join(folder, "viewer.html"),
@@ -417,7 +395,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         bundle = load_bundle(config.models)
     elif config.stage_one is None:
         raise ValueError("config.models (a Stage One model bundle) is required")
-    check_tracker(config.export)
     objects = job_objects(config, workdir)
     if bundle is not None:
         for o in objects:

@@ -1,9 +1,9 @@
 """Point tracks of a generated multi-view video for the viewer's tracks tab (paper
-Appendix F), from a grid of query points on the object: CoTracker3 when it is installed
-and given its weights (`video_tracks`), else the Stage One U-Net's own features matched
-frame to frame (the probe's tracker, `tracking.feature_tracker`).
+Appendix F), from a grid of query points on the object: the Stage One U-Net's own
+features matched frame to frame (the probe's tracker, `tracking.feature_tracker`), or
+any video tracker (`video_tracks`, e.g. `tools.cotracker.CoTracker3`).
 
-    tracks = video_tracks(CoTracker3("scaled_offline.pth"), video, masks)
+    tracks = video_tracks(CoTracker3("scaled_offline.pth"), video, masks)   # tools/
     tracks = feature_tracks(bundle, video, masks, prompt, tap="up_blocks.1.motion_modules.2")
 
 `video` [V, F, S, S, 3] in [0, 1], `masks` [V, S, S] bool (the condition renders'
@@ -22,7 +22,7 @@ from t4a_jax.export.viewer import Tracks
 from t4a_jax.models import ModelBundle
 from t4a_jax.pipeline import unet_features
 from t4a_jax.render import camera_vector
-from t4a_jax.tracking.cotracker import VideoTracker
+from t4a_jax.tracking.video_tracker import VideoTracker
 from t4a_jax.tracking.feature_tracker import track_by_features
 
 
@@ -70,7 +70,7 @@ def feature_tracks(bundle: ModelBundle, video: np.ndarray, masks: np.ndarray, pr
 def video_tracks(tracker: VideoTracker, video: np.ndarray, masks: np.ndarray,
                  grid: int = 6) -> Tracks:
     """Tracks of `grid_queries(masks, grid)` through each view of `video` [V, F, S, S, 3]
-    uint8 by a video tracker (`tracking.cotracker.CoTracker3`), one call per view."""
+    uint8 by a video tracker (e.g. `tools.cotracker.CoTracker3`), one call per view."""
     queries = grid_queries(masks, grid)
     points, visible = zip(*(tracker(np.asarray(view, np.uint8), q)
                             for view, q in zip(video, queries)))

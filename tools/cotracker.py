@@ -1,18 +1,18 @@
 """CoTracker3 (Karaev et al. 2024) offline as a point tracker of one video, through the
 `cotracker` package when it is installed (it is not on PyPI; torch is imported only when
-a tracker is made, so `import t4a_jax` never imports it).
+a tracker is made).
 
     tracker = CoTracker3("scaled_offline.pth", device="cuda")
     tracks, visibility = tracker(video, queries)     # [F, N, 2], [F, N]
 
-Used by `tools/cache_tracks.py` (training track caches) and the animate job's viewer
-tracks.
+Used by `tools/cache_tracks.py` (training track caches); it is a
+`t4a_jax.tracking.video_tracker.VideoTracker`, which `t4a_jax.export.tracks.video_tracks`
+takes. It lives in tools/ because `import t4a_jax` never imports torch.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Protocol
 
 import numpy as np
 
@@ -21,20 +21,6 @@ import numpy as np
 COTRACKER3_OFFLINE = dict(offline=True, v2=False, window_len=60)
 COTRACKER3_WEIGHTS = ("https://huggingface.co/facebook/cotracker3/resolve/main/"
                       "scaled_offline.pth")
-
-
-class VideoTracker(Protocol):
-    """Tracks points through one view's frames.
-
-    `video` uint8 [F, S, S, 3] RGB; `queries` float32 [N, 2] (x, y) on frame 0 in pixels,
-    centres at +0.5. Returns tracks float32 [F, N, 2] in the same pixels and
-    visibility bool [F, N].
-    """
-
-    name: str
-
-    def __call__(self, video: np.ndarray, queries: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class CoTracker3:
