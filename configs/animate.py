@@ -37,20 +37,10 @@ setting is 1.0, pure noise).
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import ml_collections
 from ml_collections import config_dict
 
-
-def _sibling(name: str):
-    """configs/<name>.py (configs/ is not a package)."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"t4a_configs_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from t4a_jax.config_files import get_config as get_config_file
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -69,14 +59,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # Stage One sampling (t4a_jax.sampling; keys as configs/sample.py).
     config.sample = ml_collections.ConfigDict()
-    sample = _sibling("sample").get_config()
+    sample = get_config_file("sample")
     for key in ("views", "frames", "size", "steps", "guidance", "seed", "init_strength",
                 "elevation", "azimuth", "fps", "tile_capacity"):
         config.sample[key] = sample[key]
     config.sample.defaults = sample.defaults
 
     # Stage Two (configs/stage2.py).
-    config.stage2 = _sibling("stage2").get_config()
+    config.stage2 = get_config_file("stage2")
 
     # Exports.
     config.export = ml_collections.ConfigDict()
@@ -91,9 +81,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.tiny_creature_seed = config_dict.placeholder(int)   # tiny: the animated creature
 
     if arg == "tiny":
-        config.stage_one = _sibling("stage1").get_config("tiny")
+        config.stage_one = get_config_file("stage1", "tiny")
         config.tiny_creature_seed = 1234
-        config.stage2 = _sibling("stage2").get_config("tiny")
+        config.stage2 = get_config_file("stage2", "tiny")
         config.stage2.views = 4          # the sampled video's 4 views, none held out
         # Blurred 16 px frames with small changes: a gentle fit that keeps the shape
         # (at stage2.py:tiny's rates the Gaussians scatter chasing the blur).

@@ -60,12 +60,7 @@ def _config(models: str, asset: str, **overrides):
     s2.loss.update(arap_anchors=64, arap_start=2)
     config.export.update(video_size=32, turntable_frames=3, track_grid=3,
                          feature_tap="up_blocks.1.motion_modules.1")
-    for key, value in overrides.items():
-        node = config
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 

@@ -21,7 +21,7 @@ from t4a_jax.animate.job import Inputs, make_asset, mesh_export
 from t4a_jax.export import Tracks, write_animated_glb, write_viewer
 from t4a_jax.export.tracks import grid_queries, video_tracks
 from t4a_jax.fourd import MotionConfig, HexPlaneConfig, deform, init_motion_field
-from t4a_jax.reconstruction.asset import Asset4D, save_asset4d
+from t4a_jax.reconstruction.asset import Asset4D, load_asset4d, save_asset4d
 from t4a_jax.render.assets import load_asset
 from t4a_jax.render.builtin import builtin_object
 from t4a_jax.render.mesh import load_meshes
@@ -83,8 +83,8 @@ def test_animated_glb_moves_the_input_vertices_as_the_field_moves_them(tmp_path)
                  Asset4D(field, canonical, MOTION, num_frames, 8.0, "ball", "a ball"))
     out = tmp_path / "export"
     out.mkdir()
-    path = mesh_export(inputs, str(asset_dir), str(tmp_path / "reconstruct"), str(out),
-                       fps=8.0)
+    path = mesh_export(inputs, str(asset_dir),
+                       load_asset4d(str(tmp_path / "reconstruct" / "asset")), str(out), fps=8.0)
 
     gltf = pygltflib.GLTF2().load(path)
     blob = gltf.binary_blob()

@@ -48,8 +48,8 @@ from t4a_jax.export import write_animated_glb, write_viewer
 from t4a_jax.export.tracks import feature_tracks
 from t4a_jax.models import ModelBundle, load_bundle
 from t4a_jax.reconstruction import job as stage_two
-from t4a_jax.reconstruction.asset import load_asset4d
-from t4a_jax.reconstruction.clips import load_clip, write_clip
+from t4a_jax.reconstruction.asset import Asset4D, load_asset4d
+from t4a_jax.reconstruction.clips import Clip, load_clip, write_clip
 from t4a_jax.image_metrics import mask_iou, psnr
 from t4a_jax.reconstruction.outputs import (orbit_of, render_views, turntable_frames,
                                             write_videos)
@@ -243,7 +243,7 @@ def stage_two_config(config: ml_collections.ConfigDict, clips: Sequence[str], mo
     return s2
 
 
-def mesh_export(inputs: Inputs, asset_folder: str, fitted: str, folder: str,
+def mesh_export(inputs: Inputs, asset_folder: str, asset: Asset4D, folder: str,
                 fps: float) -> str:
     """animated.glb: the input mesh (its own coordinates) with one morph target per
     frame, each vertex moved as the 4D asset moves the Gaussian at that vertex (the
@@ -254,7 +254,6 @@ def mesh_export(inputs: Inputs, asset_folder: str, fitted: str, folder: str,
     faces = np.concatenate([np.asarray(m.faces) + o for m, o in zip(meshes, offsets)])
     info = _read_json(os.path.join(asset_folder, "normalisation.json"))
     frame = Normalisation(tuple(info["centre"]), info["scale"], info["up"])
-    asset = load_asset4d(os.path.join(fitted, "asset"))
     count = len(vertices)
     frames = np.stack([frame.invert(np.asarray(asset.at_frame(f).means)[:count])
                        for f in range(asset.num_frames)])
@@ -265,12 +264,11 @@ def mesh_export(inputs: Inputs, asset_folder: str, fitted: str, folder: str,
     return path
 
 
-def likeness(clip_dir: str, condition: Done, asset4d) -> dict[str, Any]:
+def likeness(clip: Clip, condition: Done, asset4d: Asset4D) -> dict[str, Any]:
     """How much the results look like the input: the PSNR (dB) of the video's decoded
     condition frames against the condition renders, and the silhouette IoU (alpha >
     0.5) of the 4D asset at each frame, in the condition views, against the condition
     renders' (the object keeps its shape while it moves)."""
-    clip = load_clip(clip_dir)
     _, render = read_condition(condition.folder)
     decoded = clip.videos[:, 0].astype(np.float32) / 255.0
     renderer = ViewRenderer(clip.size[1], clip.size[0], background=clip.background)
@@ -290,14 +288,14 @@ def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: Model
     e = config.export
     for name in ("frames", "asset"):
         shutil.copytree(os.path.join(fitted, name), os.path.join(folder, name))
+    asset4d = load_asset4d(os.path.join(fitted, "asset"))
     if inputs.mesh:
-        mesh_export(inputs, asset.folder, fitted, folder, config.sample.fps)
+        mesh_export(inputs, asset.folder, asset4d, folder, config.sample.fps)
     clip = load_clip(clip_dir)
     video = clip.videos                                              # [V, F, S, S, 3] uint8
     write_videos(os.path.join(folder, "multiview"), tile_views(video), clip.fps)
     compare = read_video(os.path.join(fitted, "views.mp4"))
     write_videos(os.path.join(folder, "compare"), compare, clip.fps)
-    asset4d = load_asset4d(os.path.join(fitted, "asset"))
     renderer = ViewRenderer(e.video_size, e.video_size, background=clip.background)
     write_videos(os.path.join(folder, "turntable"),
                  turntable_frames(asset4d, clip, renderer, e.turntable_frames), clip.fps)
@@ -314,7 +312,7 @@ def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: Model
                                 "distance": distance, "fovy": fovy},
                         jpeg_quality=e.jpeg_quality)
     logging.info("wrote %s (%.1f MB)", os.path.join(folder, "viewer.html"), size / 1e6)
-    figures = likeness(clip_dir, condition, asset4d)
+    figures = likeness(clip, condition, asset4d)
     _write_json(os.path.join(folder, "likeness.json"), figures)
     logging.info("likeness: condition frames %.1f dB, silhouette IoU %.3f (mean over "
                  "frames)", figures["condition_psnr"], figures["silhouette_iou_mean"])
