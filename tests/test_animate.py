@@ -64,13 +64,20 @@ def _config(models: str, asset: str, **overrides):
     return config
 
 
+def _page_data(page_path) -> dict:
+    """The data a viewer.html embeds (`window.T4A_DATA = {...};`)."""
+    page = open(page_path, encoding="utf-8").read()
+    start = page.index("window.T4A_DATA = ") + len("window.T4A_DATA = ")
+    return json.loads(page[start:page.index(";</script>", start)])
+
+
 def _statuses(out) -> dict[str, str]:
     return {s["name"]: s["status"] for s in out["stages"]["stages"]}
 
 
 @pytest.mark.slow
 def test_the_job_runs_resumes_skips_and_reruns_what_a_new_prompt_changes(
-        models, mesh_file, tmp_path):
+        models, mesh_file, tmp_path, monkeypatch):
     workdir = str(tmp_path / "job")
     with pytest.raises(StageInterrupted, match="reconstruct stopped"):
         run(_config(models, mesh_file, **{"stage2.stop_after": 2}), workdir)
@@ -100,6 +107,28 @@ def test_the_job_runs_resumes_skips_and_reruns_what_a_new_prompt_changes(
     figures = json.loads((export / "likeness.json").read_text())
     assert len(figures["silhouette_iou"]) == FRAMES
     assert 0 <= figures["silhouette_iou_mean"] <= 1 and np.isfinite(figures["condition_psnr"])
+
+    assert _page_data(export / "viewer.html")["tracks"]["tracker"].startswith("the U-Net")
+
+    # tools.viewer_tracks remakes the page with CoTracker3's tracks (the stand-in
+    # package: every query moves by SHIFT per frame), the rest of the page unchanged.
+    pytest.importorskip("torch")
+    from fake_cotracker import SHIFT, install_fake_cotracker
+    from t4a_jax.export.tracks import grid_queries
+    from t4a_jax.reconstruction.clips import load_clip
+    from tools import viewer_tracks
+
+    before = _page_data(export / "viewer.html")
+    assert viewer_tracks.main(["--workdir", workdir, "--checkpoint",
+                               install_fake_cotracker(monkeypatch, tmp_path)]) == 0
+    after = _page_data(export / "viewer.html")
+    assert after["tracks"]["tracker"] == "cotracker3"
+    clip = load_clip(str(tmp_path / "job" / "sample" / "clip"))
+    queries = grid_queries(clip.masks[:, 0], 3)
+    expected = queries[:, None] + np.arange(FRAMES)[None, :, None, None] * SHIFT
+    np.testing.assert_allclose(after["tracks"]["points"], expected, atol=0.01)
+    assert {k: v for k, v in after.items() if k != "tracks"} == {
+        k: v for k, v in before.items() if k != "tracks"}
 
     again = run(_config(models, mesh_file), workdir)
     assert set(_statuses(again).values()) == {"skipped"}
@@ -137,6 +166,31 @@ def test_bad_input_fails_naming_it_before_anything_is_written(models, mesh_file,
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         run(_config(model_dir, asset, prompt=prompt), str(workdir))
     assert not workdir.exists() or os.listdir(workdir) == []
+
+
+def test_viewer_tracks_names_what_is_missing(tmp_path, monkeypatch, capsys):
+    """tools.viewer_tracks: a WORKDIR without exports and a missing `cotracker` exit 2
+    saying so; an export whose clip is gone fails by name (exit 1)."""
+    pytest.importorskip("torch")
+    from tools import viewer_tracks
+
+    assert viewer_tracks.main(["--workdir", str(tmp_path), "--checkpoint", "x.pth"]) == 2
+    assert "no export folder with viewer.json" in capsys.readouterr().err
+    export = tmp_path / "dog" / "export"
+    export.mkdir(parents=True)
+    (export / "viewer.json").write_text(json.dumps({"clip": "../sample/gone", "prompt": "p",
+                                                    "title": "t", "jpeg_quality": 80,
+                                                    "track_grid": 3}))
+    monkeypatch.setitem(sys.modules, "cotracker", None)
+    monkeypatch.setitem(sys.modules, "cotracker.predictor", None)
+    assert viewer_tracks.main(["--workdir", str(tmp_path), "--checkpoint", "x.pth"]) == 2
+    assert "needs the `cotracker` package" in capsys.readouterr().err
+
+    from fake_cotracker import install_fake_cotracker
+    checkpoint = install_fake_cotracker(monkeypatch, tmp_path)
+    assert viewer_tracks.main(["--workdir", str(tmp_path), "--checkpoint", checkpoint]) == 1
+    captured = capsys.readouterr()
+    assert f"{export}: failed" in captured.err and "0 viewer(s) remade, 1 failed" in captured.out
 
 
 def test_command_line_error_exits_1_with_the_message(models, tmp_path):

@@ -15,7 +15,9 @@ skipped when finished with the same inputs, resumed when killed):
                  a killed run resumes): reconstruct/{asset,frames,...}
     export       export/: frames/frame_{f:03d}.ply, asset/ (the field, renders at any
                  time), animated.glb (mesh inputs), multiview / turntable / compare
-                 (.mp4, .gif), viewer.html, likeness.json (`likeness`)
+                 (.mp4, .gif), viewer.html (tracks by the U-Net's features;
+                 `tools.viewer_tracks` remakes it with CoTracker3's), viewer.json,
+                 likeness.json (`likeness`)
 
 Several objects (`config.jobs`, a file of ASSET<TAB>PROMPT lines): each gets its own
 asset, condition and export stages in WORKDIR/<name>/ (name: the asset file's stem),
@@ -32,6 +34,7 @@ models folder) raises ValueError before any stage runs and before anything is wr
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -45,6 +48,7 @@ from PIL import Image
 from t4a_jax.atomic import atomic_write
 from t4a_jax.data import procedural
 from t4a_jax.export import write_animated_glb, write_viewer
+from t4a_jax.export.viewer import Tracks
 from t4a_jax.export.tracks import feature_tracks
 from t4a_jax.models import ModelBundle, load_bundle
 from t4a_jax.reconstruction import job as stage_two
@@ -69,6 +73,10 @@ GLTF_SUFFIXES = (".glb", ".gltf")
 # Config keys that say when to stop, not what to compute: left out of a stage's inputs
 # so that a run split by them resumes instead of starting again.
 UNFINGERPRINTED = ("stop_after",)
+# The export's record of what its viewer was made from (the clip folder relative to the
+# export folder, prompt, title, JPEG quality, track grid): `tools.viewer_tracks` reads
+# it to remake the viewer with other tracks.
+VIEWER_INPUTS = "viewer.json"
 TINY_CREATURE_GAUSSIANS = 4096   # the tiny variant's creature (its exports render at 256 px)
 
 
@@ -280,6 +288,29 @@ def likeness(clip: Clip, condition: Done, asset4d: Asset4D) -> dict[str, Any]:
             "silhouette_iou": ious, "silhouette_iou_mean": float(np.mean(ious))}
 
 
+def write_object_viewer(folder: str, asset4d: Asset4D, clip: Clip, tracks: Tracks, *,
+                        prompt: str, title: str, jpeg_quality: int) -> str:
+    """FOLDER/viewer.html (`export.viewer`) of the 4D asset beside its clip's videos with
+    `tracks` over them, starting at the clip's camera orbit; returns its path."""
+    elevation, azimuth, distance = orbit_of(clip)
+    fovy = float(np.degrees(2 * np.arctan(clip.size[0] / (2 * clip.Ks[0, 1, 1]))))
+    path = os.path.join(folder, "viewer.html")
+    size = write_viewer(path, [asset4d.at_frame(f) for f in range(asset4d.num_frames)],
+                        fps=clip.fps, videos=clip.videos, tracks=tracks, prompt=prompt,
+                        title=title, camera={"elevation": elevation, "azimuth": azimuth,
+                                             "distance": distance, "fovy": fovy},
+                        jpeg_quality=jpeg_quality)
+    logging.info("wrote %s (%.1f MB, tracks by %s)", path, size / 1e6, tracks.tracker)
+    return path
+
+
+def _cotracker_installed() -> bool:
+    try:
+        return importlib.util.find_spec("cotracker") is not None
+    except (ImportError, ValueError):          # a module without a spec (a test's stand-in)
+        return False
+
+
 def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: ModelBundle,
                 asset: Done, condition: Done, clip_dir: str, fitted: str,
                 folder: str) -> None:
@@ -302,16 +333,16 @@ def make_export(config: ml_collections.ConfigDict, inputs: Inputs, bundle: Model
     tracks = feature_tracks(bundle, video / 255.0, clip.masks[:, 0], inputs.prompt,
                             views_c2w=np.asarray(viewmat_to_c2w(clip.viewmats)),
                             tap=e.feature_tap, grid=e.track_grid)
-    elevation, azimuth, distance = orbit_of(clip)
-    fovy = float(np.degrees(2 * np.arctan(clip.size[0] / (2 * clip.Ks[0, 1, 1]))))
-    size = write_viewer(os.path.join(folder, "viewer.html"),
-                        [asset4d.at_frame(f) for f in range(asset4d.num_frames)],
-                        fps=clip.fps, videos=video, tracks=tracks, prompt=inputs.prompt,
-                        title=os.path.basename(inputs.asset),
-                        camera={"elevation": elevation, "azimuth": azimuth,
-                                "distance": distance, "fovy": fovy},
+    title = os.path.basename(inputs.asset)
+    write_object_viewer(folder, asset4d, clip, tracks, prompt=inputs.prompt, title=title,
                         jpeg_quality=e.jpeg_quality)
-    logging.info("wrote %s (%.1f MB)", os.path.join(folder, "viewer.html"), size / 1e6)
+    _write_json(os.path.join(folder, VIEWER_INPUTS), {
+        "clip": os.path.relpath(clip_dir, folder), "prompt": inputs.prompt, "title": title,
+        "jpeg_quality": e.jpeg_quality, "track_grid": e.track_grid})
+    if _cotracker_installed():
+        logging.warning("CoTracker3 is installed: `python -m tools.viewer_tracks --workdir="
+                        "WORKDIR --checkpoint=scaled_offline.pth` puts its tracks in %s",
+                        os.path.join(folder, "viewer.html"))
     figures = likeness(clip, condition, asset4d)
     _write_json(os.path.join(folder, "likeness.json"), figures)
     logging.info("likeness: condition frames %.1f dB, silhouette IoU %.3f (mean over "
