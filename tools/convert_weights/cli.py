@@ -26,6 +26,10 @@ Kinds (`--kind`, default `auto`: detected from SRC):
                a diffusers pipeline folder of the same architecture (for example
                stable-diffusion-v1-5) whose config.json files and tokenizer are used; its
                weights are not read.
+  dino         a DINO ViT backbone file (`dino_vitbase16_pretrain.pth`, or timm's
+               `vit_base_patch16_224.dino` weights) or a transformers ViTModel folder
+               (facebook/dino-vitb16): VBench's I2V feature network (`dino.py`); pass
+               `--kind dino`.
 `--motion-adapter` is a diffusers `MotionAdapter` folder or an original AnimateDiff
 motion-module checkpoint (mm_sd_v15_v2.ckpt), renamed by diffusers'
 `convert_animatediff_checkpoint_to_diffusers`.
@@ -62,6 +66,7 @@ from flax import nnx
 
 from t4a_jax.atomic import atomic_directory
 from t4a_jax.models import save
+from tools.convert_weights.dino import convert_dino_source
 from tools.convert_weights.job import DTYPES, Result
 from tools.convert_weights.ldm import convert_ldm_checkpoint
 from tools.convert_weights.mvvdm import add_mvvdm_arguments, convert_mvvdm
@@ -120,6 +125,9 @@ KINDS: dict[str, Kind] = {
     "mvvdm": Kind(convert_mvvdm, "MVDream U-Net folder + --motion-modules (Animate3D) + "
                   "--ip-adapter -> one MV-VDM U-Net", allow_missing=True,
                   add_arguments=add_mvvdm_arguments),
+    "dino": Kind(convert_dino_source, "a DINO ViT checkpoint file (dino_vitbase16_pretrain.pth "
+                 "or timm's vit_base_patch16_224.dino) or a transformers ViTModel folder "
+                 "(facebook/dino-vitb16), for the evaluation"),
 }
 
 
