@@ -8,6 +8,7 @@ package needs decord and torchvision)."""
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.metadata
 import types
 
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 
 from t4a_jax.evaluation.video_metrics import (aesthetic, bicubic_resize, clip_pixels,
-                                              dino_pixels, dynamic_score, flow_top_mean,
+                                              dino_pixels, dynamic_pair_scores,
+                                              dynamic_score, flow_top_mean,
                                               i2v_subject, is_dynamic, pad_to_multiple_of_8,
                                               temporal_flickering, vbench_frame_step)
 from t4a_jax.models.clip import CLIP_MEAN, CLIP_STD
@@ -189,3 +191,44 @@ def test_i2v_subject_equals_vbenchs_function(tmp_path):
     theirs, _ = f["i2v_subject"](model, [("cond.png", "video.mp4")], "cpu")
     assert i2v_subject(features["cond"][0], features["frames"]) == pytest.approx(theirs,
                                                                                  rel=1e-5)
+
+
+def test_dynamic_degree_through_raft_equals_vbenchs_infer():
+    """VBench's `DynamicDegree.infer` (its source; frames handed in instead of read from
+    an mp4) and ours on the same RAFT (VBench's own RAFT code, random weights, through
+    `tools.raft.RAFTFlow`): the same per-pair scores and the same decision, on frames
+    that need padding (66 x 76)."""
+    torch = pytest.importorskip("torch")
+    _vbench_source("vbench/dynamic_degree.py")             # skips without vbench
+    from tools.raft import RAFTFlow, _vbench_raft_core
+
+    padder = importlib.import_module(_vbench_raft_core().__package__ + ".utils_core.utils")
+    flow = RAFTFlow(None, "cpu")
+    video = np.stack([np.roll(_video(10, frames=1, size=76)[0][:66], 2 * t, axis=1)
+                      for t in range(4)])
+    frames = [torch.from_numpy(f).permute(2, 0, 1).float()[None] for f in video]
+    methods = _vbench_functions("vbench/dynamic_degree.py",
+                                {"infer", "get_score", "check_move", "set_params"},
+                                {"np": np, "torch": torch, "os": __import__("os"),
+                                 "InputPadder": padder.InputPadder}, cls="DynamicDegree")
+    vbench = types.SimpleNamespace(model=flow.model, get_frames=lambda path: frames)
+    for name, fn in methods.items():
+        setattr(vbench, name, types.MethodType(fn, vbench))
+    seen = []
+    get_score = vbench.get_score
+    vbench.get_score = lambda img, flo: seen.append(get_score(img, flo)) or seen[-1]
+    moved = vbench.infer("video.mp4")
+    ours = dynamic_pair_scores(flow, video)
+    np.testing.assert_allclose(ours, seen, rtol=1e-4)
+    assert is_dynamic(ours, size=(66, 76), num_frames=4) == moved
+
+
+def test_raft_names_a_missing_checkpoint_and_unpadded_frames(tmp_path):
+    pytest.importorskip("torch")
+    _vbench_source("vbench/dynamic_degree.py")
+    from tools.raft import RAFTFlow
+
+    with pytest.raises(ValueError, match="absent.pth: no such RAFT checkpoint"):
+        RAFTFlow(str(tmp_path / "absent.pth"), "cpu")
+    with pytest.raises(ValueError, match="multiples of 8, got 66 x 72"):
+        RAFTFlow(None, "cpu")(np.zeros((66, 72, 3), np.uint8), np.zeros((66, 72, 3), np.uint8))

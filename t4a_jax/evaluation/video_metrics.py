@@ -4,8 +4,8 @@ Each function takes one video's frames or features; the caller averages over vid
 
     temporal_flickering(video)                          # (255 - mean |f_i - f_i+1|) / 255
     i2v_subject(condition_feature, frame_features)     # 0.4 max c + 0.3 mean s + 0.3 min s
-    pair_scores = [flow_top_mean(flow) for flow in flows]   # dynamic degree's statistic
-    is_dynamic(pair_scores, size=(H, W), num_frames=T)      # VBench's per-video decision
+    pair_scores = dynamic_pair_scores(RAFTFlow(...), video)  # tools.raft; |flow| top 5 %
+    is_dynamic(pair_scores, size=(H, W), num_frames=T)       # VBench's per-video decision
     aesthetic(image_embeds, head_weight, head_bias)     # mean over frames of LAION / 10
 
 Definitions (VBench file and function named):
@@ -40,7 +40,7 @@ Motion smoothness needs AMT-S (CC BY-NC code): `tools/` calls the installed `vbe
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -114,6 +114,24 @@ def is_dynamic(pair_scores: Sequence[float], *, size: tuple[int, int],
         if count >= needed:
             return True
     return False
+
+
+class OpticalFlow(Protocol):
+    """An optical flow network (e.g. `tools.raft.RAFTFlow`, RAFT-large as VBench runs
+    it): two uint8 frames [H, W, 3], H and W multiples of 8 -> flow [H, W, 2] in pixels
+    (x, y) from the first to the second."""
+
+    name: str
+
+    def __call__(self, frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray: ...
+
+
+def dynamic_pair_scores(flow: OpticalFlow, video: ArrayLike) -> list[float]:
+    """video [T, H, W, 3] uint8 -> `flow_top_mean` of each consecutive pair's flow,
+    the frames padded by `pad_to_multiple_of_8` first (VBench's `DynamicDegree.infer`;
+    `is_dynamic(scores, size=(H, W), num_frames=T)` decides)."""
+    frames = pad_to_multiple_of_8(np.asarray(video, np.uint8))
+    return [flow_top_mean(flow(a, b)) for a, b in zip(frames[:-1], frames[1:])]
 
 
 def dynamic_score(pair_scores: Sequence[float]) -> float:
