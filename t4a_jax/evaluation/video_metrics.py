@@ -155,8 +155,7 @@ def dino_pixels(images: ArrayLike, resize: int = 256, crop: int = 224) -> np.nda
     docstring: short side to `resize` by PIL bicubic, centre crop, ImageNet mean / std)."""
     out = []
     for image in np.asarray(images, np.uint8):
-        h, w = image.shape[:2]
-        size = ((resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize))
+        size = _short_side_to(image.shape[:2], resize)
         resized = np.asarray(Image.fromarray(image).resize(size[::-1], Image.BICUBIC))
         out.append(_centre_crop(resized, crop))
     pixels = np.stack(out).astype(np.float32) / 255.0
@@ -169,8 +168,7 @@ def clip_pixels(images: ArrayLike, size: int = 224) -> np.ndarray:
     (`bicubic_resize`, rounded back to uint8 as torchvision does), centre crop, /255,
     CLIP mean / std."""
     images = np.asarray(images, np.uint8)
-    h, w = images.shape[1:3]
-    shape = ((size, int(size * w / h)) if h <= w else (int(size * h / w), size))
+    shape = _short_side_to(images.shape[1:3], size)
     resized = np.clip(np.round(bicubic_resize(images, shape)), 0, 255).astype(np.uint8)
     cropped = np.stack([_centre_crop(image, size) for image in resized])
     pixels = cropped.astype(np.float32) / 255.0
@@ -201,6 +199,13 @@ def _cubic_matrix(old: int, new: int, a: float = -0.75) -> np.ndarray:
         index = np.clip(base + offset, 0, old - 1).astype(int)
         np.add.at(matrix, (np.arange(new), index), weight)
     return matrix
+
+
+def _short_side_to(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """(H', W') with the short side `size` (torchvision's Resize(size): the long side
+    int(size * long / short))."""
+    h, w = shape
+    return (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
 
 
 def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:

@@ -44,16 +44,10 @@ class DINOConfig:
     layer_norm_eps: float = 1e-6
 
     def __post_init__(self):
-        if self.image_size % self.patch_size:
-            raise ValueError(f"DINOConfig: image_size {self.image_size} is not a multiple "
-                             f"of patch_size {self.patch_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"DINOConfig: hidden_size {self.hidden_size} is not divisible "
-                             f"by num_attention_heads {self.num_attention_heads}")
-
-    @property
-    def num_patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
+        try:
+            self.blocks()                # CLIPVisionConfig checks the same sizes
+        except ValueError as e:
+            raise ValueError(f"DINOConfig: {e}") from None
 
     def blocks(self) -> CLIPVisionConfig:
         """The blocks' sizes as `clip.CLIPEncoder` takes them."""
@@ -81,7 +75,8 @@ class DINOViT(nnx.Module):
         self.patch_embed = nnx.Conv(3, d, (p, p), strides=(p, p), padding="VALID",
                                     dtype=dtype, rngs=rngs)
         self.cls_token = nnx.Param(init(rngs.params(), (1, 1, d)))
-        self.pos_embed = nnx.Param(init(rngs.params(), (1, config.num_patches + 1, d)))
+        tokens = config.blocks().num_patches + 1
+        self.pos_embed = nnx.Param(init(rngs.params(), (1, tokens, d)))
         self.encoder = CLIPEncoder(config.blocks(), dtype=dtype,
                                    implementation=implementation, rngs=rngs)
         self.norm = nnx.LayerNorm(d, epsilon=config.layer_norm_eps, dtype=dtype, rngs=rngs)

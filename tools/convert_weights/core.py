@@ -65,10 +65,16 @@ def path_str(path: Path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def torch_key_to_path(key: str, renames: Sequence[tuple[str, str]] = ()) -> Path:
-    """Apply `renames` (regex, replacement) in order, then split on dots (ints for digits)."""
+def apply_renames(key: str, renames: Sequence[tuple[str, str]]) -> str:
+    """`key` with every (regex, replacement) of `renames` applied in order."""
     for pattern, replacement in renames:
         key = re.sub(pattern, replacement, key)
+    return key
+
+
+def torch_key_to_path(key: str, renames: Sequence[tuple[str, str]] = ()) -> Path:
+    """Apply `renames` (regex, replacement) in order, then split on dots (ints for digits)."""
+    key = apply_renames(key, renames)
     return tuple(int(p) if p.isdigit() else p for p in key.split("."))
 
 

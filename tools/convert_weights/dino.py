@@ -36,8 +36,8 @@ import numpy as np
 from flax import nnx
 
 from t4a_jax.models.dino import DINOConfig, DINOViT
-from tools.convert_weights.core import ConversionError, ConversionReport, convert_state_dict
-from tools.convert_weights.core import empty_model
+from tools.convert_weights.core import (ConversionError, ConversionReport, apply_renames,
+                                        convert_state_dict, empty_model)
 from tools.convert_weights.job import Converted, Result
 from tools.convert_weights.sources import find_file, load_weights, read_json
 
@@ -82,15 +82,9 @@ def backbone_state(state: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], lis
     training checkpoint's `teacher` dict if present), and the head keys left out."""
     if isinstance(state.get("teacher"), Mapping):
         state = state["teacher"]
-    stripped = {_rename(PREFIXES.sub("", k), HF_RENAMES): v for k, v in state.items()}
+    stripped = {apply_renames(PREFIXES.sub("", k), HF_RENAMES): v for k, v in state.items()}
     head = [k for k in stripped if HEAD_KEYS.match(k)]
     return {k: np.asarray(v) for k, v in stripped.items() if k not in head}, head
-
-
-def _rename(key: str, renames) -> str:
-    for pattern, replacement in renames:
-        key = re.sub(pattern, replacement, key)
-    return key
 
 
 def split_qkv(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
