@@ -68,7 +68,8 @@ def test_chunks_of_cameras_equal_all_at_once():
         g, views.viewmats, views.Ks, progress="views")                 # 2 + 2 + (1, pad)
     for a, b in zip(whole, chunked):
         assert a.shape == b.shape
-        np.testing.assert_allclose(a, b, atol=1e-6)
+        # (XLA fuses a batch of 2 and of 5 differently: depths ~3 differ in the last bits)
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
 
 
 def test_overflow_raises_naming_the_capacity_that_suffices(crowd):
