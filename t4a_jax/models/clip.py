@@ -2,7 +2,9 @@
 
 - `CLIPTextModel`: the SD1.5 text encoder (ViT-L/14 text tower). Token ids [N, L] ->
   last hidden state [N, L, D] (what the U-Net cross-attends to), causal self-attention,
-  pre-LN blocks, final LayerNorm. Parameter paths mirror the checkpoint keys
+  pre-LN blocks, final LayerNorm. `CLIPTextModelWithProjection` adds `text_projection`
+  (no bias): ids -> text_embeds [N, projection_dim], the prompt side of CLIP scores.
+  Parameter paths mirror the checkpoint keys
   `text_model.embeddings.token_embedding.weight`,
   `text_model.encoder.layers.{i}.self_attn.{q,k,v,out}_proj.*`, `...mlp.fc{1,2}.*`,
   `...layer_norm{1,2}.*`, `text_model.final_layer_norm.*`.
@@ -282,6 +284,23 @@ class CLIPTextModel(nnx.Module):
         else:
             index = jnp.argmax(ids == self.config.eos_token_id, axis=-1)
         return hidden, jnp.take_along_axis(hidden, index[:, None, None], axis=1)[:, 0]
+
+
+class CLIPTextModelWithProjection(CLIPTextModel):
+    """The CLIP text encoder with its projection: input_ids [N, L] -> text_embeds
+    [N, projection_dim], `text_projection` (no bias) of the pooled EOS state
+    (transformers' `CLIPTextModelWithProjection`; not normalised)."""
+
+    def __init__(self, config: CLIPTextConfig, *, dtype=jnp.float32,
+                 implementation: str | None = None, rngs: nnx.Rngs):
+        super().__init__(config, dtype=dtype, implementation=implementation, rngs=rngs)
+        self.text_projection = nnx.Linear(config.hidden_size, config.projection_dim,
+                                          use_bias=False, dtype=dtype, rngs=rngs)
+        annotate(self)
+
+    def __call__(self, input_ids: jax.Array) -> jax.Array:
+        _, pooled = super().__call__(input_ids, return_pooled=True)
+        return self.text_projection(pooled)
 
 
 class CLIPVisionEmbeddings(nnx.Module):

@@ -30,6 +30,10 @@ Kinds (`--kind`, default `auto`: detected from SRC):
                `vit_base_patch16_224.dino` weights) or a transformers ViTModel folder
                (facebook/dino-vitb16): VBench's I2V feature network (`dino.py`); pass
                `--kind dino`.
+  clip         a transformers `CLIPModel` folder (config.json `architectures`; both
+               towers): OUT/vision, OUT/text (with their projections), OUT/tokenizer.
+  aesthetic-head  LAION's `sa_0_4_vit_l_14_linear.pth`; pass `--kind aesthetic-head`
+               (`evaluation.py`).
 `--motion-adapter` is a diffusers `MotionAdapter` folder or an original AnimateDiff
 motion-module checkpoint (mm_sd_v15_v2.ckpt), renamed by diffusers'
 `convert_animatediff_checkpoint_to_diffusers`.
@@ -67,6 +71,7 @@ from flax import nnx
 from t4a_jax.atomic import atomic_directory
 from t4a_jax.models import save
 from tools.convert_weights.dino import convert_dino_source
+from tools.convert_weights.evaluation import convert_aesthetic_head, convert_clip_model_folder
 from tools.convert_weights.job import DTYPES, Result
 from tools.convert_weights.ldm import convert_ldm_checkpoint
 from tools.convert_weights.mvvdm import add_mvvdm_arguments, convert_mvvdm
@@ -104,6 +109,8 @@ def detect_kind(source: str) -> str:
                                 f"config.json (a model folder)")
     config = read_json(config_path)
     names = [config.get("_class_name")] + list(config.get("architectures") or [])
+    if "CLIPModel" in names:
+        return "clip"
     if "MotionAdapter" in names:
         raise ValueError(f"{source} holds a MotionAdapter (motion modules only): pass it as "
                          f"--motion-adapter with a U-Net folder or pipeline as SRC")
@@ -128,6 +135,10 @@ KINDS: dict[str, Kind] = {
     "dino": Kind(convert_dino_source, "a DINO ViT checkpoint file (dino_vitbase16_pretrain.pth "
                  "or timm's vit_base_patch16_224.dino) or a transformers ViTModel folder "
                  "(facebook/dino-vitb16), for the evaluation"),
+    "clip": Kind(convert_clip_model_folder, "a transformers CLIPModel folder (both towers, "
+                 "e.g. openai/clip-vit-large-patch14) -> OUT/vision, OUT/text, OUT/tokenizer"),
+    "aesthetic-head": Kind(convert_aesthetic_head, "LAION's sa_0_4_vit_l_14_linear.pth "
+                           "(VBench's aesthetic head)"),
 }
 
 

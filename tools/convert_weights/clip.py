@@ -6,6 +6,9 @@ The NNX towers mirror transformers' key names, so the mapping is nearly empty:
   transformers 5.x saves `CLIPTextModel` without the `text_model.` prefix. Keys without it
   are prefixed (one rename), so both load.
 - vision: `vision_model.*` and `visual_projection.weight`, no renames.
+- a whole `CLIPModel` (`convert_clip_model`, `--kind clip`): both towers with their
+  projections (`visual_projection`, `text_projection`), split by key prefix;
+  `logit_scale` is not converted (named in the notes).
 - `*.position_ids`: a buffer (0..L-1) that older transformers versions saved in checkpoints.
   It holds no learned value, so it is dropped explicitly (listed in the report as consumed
   by `<ignored: position_ids buffer>`); any other unknown key is an error.
@@ -25,15 +28,19 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig,
-                                 CLIPVisionModelWithProjection)
-from tools.convert_weights.core import ConversionReport, convert_state_dict, empty_model
+from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
+                                 CLIPVisionConfig, CLIPVisionModelWithProjection)
+from tools.convert_weights.core import (ConversionError, ConversionReport, convert_state_dict,
+                                        empty_model)
 from tools.convert_weights.sources import find_file, load_weights, read_json
 
 IGNORED_KEYS = re.compile(r"(^|\.)position_ids$")
 IGNORED_MARK = "<ignored: position_ids buffer>"
 TEXT_RENAMES = ((r"^(?!text_model\.)", "text_model."),)
 VISION_RENAMES = ()
+VISION_PREFIXES = ("vision_model.", "visual_projection.")
+TEXT_PREFIXES = ("text_model.", "text_projection.")
+CLIP_MODEL_EXTRA_KEYS = ("logit_scale",)
 
 
 def _split_ignored(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -106,3 +113,29 @@ def load_clip_vision_folder(path: str | os.PathLike, **kwargs
     """`load_hf_folder` + `convert_clip_vision` (e.g. IP-Adapter's `image_encoder/`)."""
     config, state = load_hf_folder(path)
     return convert_clip_vision(state, config, source=os.fspath(path), **kwargs)
+
+
+def convert_clip_model(state_dict: Mapping[str, Any], config: Mapping[str, Any], *,
+                       source: str = "CLIP model"
+                       ) -> tuple[tuple[CLIPVisionModelWithProjection, ConversionReport],
+                                  tuple[CLIPTextModelWithProjection, ConversionReport],
+                                  list[str]]:
+    """A transformers `CLIPModel` state dict (both towers, e.g. openai/clip-vit-large-
+    patch14) and its config.json dict -> the image tower with `visual_projection`, the
+    text tower with `text_projection`, and the keys of neither (`logit_scale`, the
+    contrastive temperature; any other such key is an error)."""
+    vision = {k: v for k, v in state_dict.items() if k.startswith(VISION_PREFIXES)}
+    text = {k: v for k, v in state_dict.items() if k.startswith(TEXT_PREFIXES)}
+    rest = sorted(set(state_dict) - set(vision) - set(text))
+    unknown = [k for k in rest if k not in CLIP_MODEL_EXTRA_KEYS]
+    if unknown:
+        raise ConversionError(f"{source}: keys of neither tower: {', '.join(unknown[:8])}")
+    if not vision or not text:
+        raise ConversionError(f"{source}: a CLIPModel needs both towers' keys "
+                              f"({', '.join(VISION_PREFIXES + TEXT_PREFIXES)}); found "
+                              f"{len(vision)} vision and {len(text)} text keys")
+    text_config = CLIPTextConfig.from_hf_dict(config)
+    text_model = empty_model(lambda rngs: CLIPTextModelWithProjection(text_config, rngs=rngs))
+    return (convert_clip_vision(vision, config, source=f"{source} (vision)"),
+            (text_model, _convert(text, text_model, (), f"{source} (text)")), rest)
+
