@@ -35,7 +35,11 @@ Definitions (VBench file and function named):
   antialiasing, centre crop, /255, CLIP mean / std), L2-normalised, through the LAION
   linear head (`sa_0_4_vit_l_14_linear.pth`, one Linear(768, 1)), divided by 10; the
   mean over frames.
-Motion smoothness needs AMT-S (CC BY-NC code): `tools/` calls the installed `vbench`.
+- Motion smoothness (`vbench/motion_smoothness.py`): keep the even frames 0, 2, 4, ...,
+  interpolate the midpoint of each consecutive kept pair with AMT-S (a
+  `FrameInterpolator`; AMT's code is CC BY-NC, so `tools/amt.py` runs the installed
+  `vbench` package's copy), and compare the midpoints with the real odd frames 1, 3, ...:
+  score (255 - mean_i mean |f_{2i+1} - m_i|) / 255 (`motion_smoothness`).
 """
 
 from __future__ import annotations
@@ -137,6 +141,26 @@ def dynamic_pair_scores(flow: OpticalFlow, video: ArrayLike) -> list[float]:
 def dynamic_score(pair_scores: Sequence[float]) -> float:
     """The mean of the per-pair statistic (`flow_top_mean`), in pixels."""
     return float(np.mean(pair_scores))
+
+
+class FrameInterpolator(Protocol):
+    """A frame interpolation network (AMT-S as VBench runs it): two uint8 frames
+    [H, W, 3] -> the uint8 frame halfway between them [H, W, 3]."""
+
+    name: str
+
+    def __call__(self, frame1: np.ndarray, frame2: np.ndarray) -> np.ndarray: ...
+
+
+def motion_smoothness(interpolate: FrameInterpolator, video: ArrayLike) -> float:
+    """video [T, H, W, 3] uint8 (T >= 3) -> VBench's motion smoothness (module docstring)."""
+    frames = np.asarray(video, np.uint8)
+    if frames.ndim != 4 or len(frames) < 3:
+        raise ValueError(f"motion_smoothness: video {frames.shape}, expected [T>=3, H, W, 3]")
+    kept, real = frames[0::2], frames[1::2]
+    differences = [np.abs(real[i].astype(np.float64) - np.asarray(interpolate(a, b), np.float64))
+                   .mean() for i, (a, b) in enumerate(zip(kept[:-1], kept[1:]))]
+    return float((255.0 - np.mean(differences)) / 255.0)
 
 
 def vbench_frame_step(fps: float) -> int:

@@ -1,0 +1,313 @@
+"""The evaluate job: `run(config, workdir)` (`configs/evaluate.py`), the body of
+`python -m t4a_jax.evaluate`: every method's outputs scored with the paper's metrics,
+written as WORKDIR/metrics.json and WORKDIR/tables.md.
+
+A method is NAME=DIR (`config.methods`, comma-separated). DIR is searched recursively
+for
+- multi-view videos: clip folders (`reconstruction.clips`: a sampled clip with
+  clip.json, or ROOT/videos/<uid>/<anim> of a multi-view set). Each view's video is one
+  VBench video; its condition image is the clip's static asset rendered from that view
+  over the clip's background (what the model animated). -> Table 1.
+- 4D assets: folders with a 4D asset's asset.json (`reconstruction.asset`; a Stage Two
+  or animate workdir holds one). Each is rendered on Animate3D's test rig
+  (`evaluation.clip_scores`) and scored against its static object and its prompt.
+  -> Table 2.
+
+Per-item results are cached in WORKDIR/cache/<method>/<item>.json under a fingerprint
+of the input files, the weights' checksums and the options, so a rerun (or a killed
+run started again) scores only what changed. Weights (`config.weights`, see
+`evaluation.networks`) are checked before anything runs: a missing part is an error
+naming the file and the command that makes it. The torch metrics run through plugins
+named by import path (`config.flow`: RAFT for the dynamic degree, `config.interpolator`:
+AMT-S for motion smoothness; the package itself never imports torch); an empty name
+leaves that column out, marked "n/a (why)" in the table, never zero.
+
+The tiny variant (`configs/evaluate.py:tiny`) first writes WORKDIR/tiny: random-weight
+networks at test sizes, a synthetic multi-view set and one unmoved 4D asset per object,
+and scores them as the methods `synthetic` and `unmoved`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from typing import Any, Callable
+
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from t4a_jax.atomic import atomic_write
+from t4a_jax.evaluate.tiny import prepare_tiny
+from t4a_jax.evaluation.clip_scores import (RIG_FRAMES, clip_4d_scores, rig_renders,
+                                            test_rig_views)
+from t4a_jax.evaluation.networks import (EvaluationNetworks, checksum, check_weights,
+                                         load_networks, weight_path)
+from t4a_jax.evaluation.tables import tables_markdown
+from t4a_jax.evaluation.video_scores import score_video, table1_row
+from t4a_jax.reconstruction.asset import INFO_FILE, load_asset4d
+from t4a_jax.reconstruction.clips import is_clip, load_clip
+from t4a_jax.render.views import ViewRenderer
+from t4a_jax.stages import file_digest, fingerprint
+
+CACHE_DIR = "cache"
+METRICS_FILE = "metrics.json"
+TABLES_FILE = "tables.md"
+DATASETS = ("", "diffusion4d", "animate3d", "sketchfab28")
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodInputs:
+    """One method's items: clip folders and 4D asset folders, found under `folder`."""
+
+    name: str
+    folder: str
+    clips: tuple[str, ...]
+    assets: tuple[str, ...]
+
+
+def parse_methods(spec: str) -> list[tuple[str, str]]:
+    """'NAME=DIR,NAME=DIR' -> [(name, absolute dir)]; ValueError naming a bad entry."""
+    methods = []
+    for entry in (e.strip() for e in (spec or "").split(",")):
+        if not entry:
+            continue
+        name, sep, folder = entry.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise ValueError(f"config.methods: {entry!r} is not NAME=DIR")
+        folder = os.path.abspath(os.path.expanduser(folder.strip()))
+        if not os.path.isdir(folder):
+            raise ValueError(f"config.methods: {name.strip()}={folder}: no such folder")
+        methods.append((name.strip(), folder))
+    if not methods:
+        raise ValueError("config.methods is empty: give NAME=DIR[,NAME=DIR...]")
+    names = [n for n, _ in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"config.methods: a method name appears twice in {names}")
+    return methods
+
+
+def _is_asset(folder: str) -> bool:
+    path = os.path.join(folder, INFO_FILE)
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("format") == "t4a_jax.asset4d"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def find_inputs(name: str, folder: str) -> MethodInputs:
+    """The clips and 4D assets under `folder` (not descending into either)."""
+    clips, assets = [], []
+    for root, dirs, _ in os.walk(folder):
+        dirs.sort()
+        if is_clip(root):
+            clips.append(root)
+            dirs.clear()
+        elif _is_asset(root):
+            assets.append(root)
+            dirs.clear()
+    if not clips and not assets:
+        raise ValueError(f"method {name}: {folder} holds no clip folder (clip.json or "
+                         f"ROOT/videos/<uid>/<anim>) and no 4D asset ({INFO_FILE})")
+    return MethodInputs(name, folder, tuple(clips), tuple(assets))
+
+
+def load_plugin(spec: str, weights: str, what: str) -> Any:
+    """'module:Class' built with the weights file `weights` (ValueError naming `spec`)."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep:
+        raise ValueError(f"config.{what}={spec!r}: expected 'module:Class'")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"config.{what}={spec!r} cannot be imported ({e}); set "
+                         f"--config.{what}='' to leave its column out") from e
+    return cls(weights)
+
+
+def condition_images(clip) -> np.ndarray:
+    """uint8 [V, H, W, 3]: the clip's static asset from each of its cameras, over its
+    background: the image each view's video animates."""
+    h, w = clip.size
+    renderer = ViewRenderer(w, h, background=clip.background)
+    colors = renderer(clip.canonical, clip.viewmats, clip.Ks).colors
+    return np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8)
+
+
+def _item_key(method: MethodInputs, folder: str) -> str:
+    relative = os.path.relpath(folder, method.folder)
+    return "root" if relative == "." else relative.replace(os.sep, "__")
+
+
+def _files_digest(folder: str) -> str:
+    """A digest of every file under `folder` (paths and contents)."""
+    files = sorted(os.path.join(r, n) for r, _, names in os.walk(folder) for n in names)
+    return fingerprint([[os.path.relpath(f, folder), file_digest(f)] for f in files])
+
+
+class _Cache:
+    """WORKDIR/cache/<method>/<item>.json: one item's result under its fingerprint."""
+
+    def __init__(self, workdir: str):
+        self.root = os.path.join(workdir, CACHE_DIR)
+
+    def get(self, method: str, key: str, stamp: str, compute: Callable[[], Any]) -> Any:
+        path = os.path.join(self.root, method, key + ".json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+            if record.get("fingerprint") == stamp:
+                return record["result"]
+        except (OSError, ValueError, KeyError):
+            pass
+        result = compute()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_write(path) as f:
+            f.write(json.dumps({"fingerprint": stamp, "result": result}).encode())
+        return result
+
+
+def score_clip(networks: EvaluationNetworks, folder: str, *, flow, interpolator,
+               skip_first: bool) -> dict[str, Any]:
+    """{"prompt", "views": [score_video result per view]} of one clip folder."""
+    clip = load_clip(folder)
+    conditions = condition_images(clip)
+    views = [score_video(networks, video, condition, flow=flow, interpolator=interpolator,
+                         skip_first=skip_first)
+             for video, condition in zip(clip.videos, conditions)]
+    return {"prompt": clip.prompt, "views": views}
+
+
+def score_asset(networks: EvaluationNetworks, folder: str, config: ml_collections.ConfigDict
+                ) -> dict[str, Any]:
+    """The CLIP 4D scores of one 4D asset on the test rig (`clip_scores`)."""
+    asset = load_asset4d(folder)
+    if not asset.prompt:
+        raise ValueError(f"{os.path.join(folder, INFO_FILE)}: the asset has no prompt, "
+                         f"which CLIP-O/F(text) compare against")
+    views = test_rig_views(config.rig.size, config.rig.distance, config.rig.fovy)
+    frames = config.rig.frames
+    posed = [asset.at(t / (frames - 1)) for t in range(frames)]
+    renders, reference = rig_renders(posed, asset.canonical, views,
+                                     background=config.rig.background)
+    v, t = renders.shape[:2]
+    frame_embeds = networks.clip_image_embeds(renders.reshape((v * t,) + renders.shape[2:]))
+    scores = clip_4d_scores(frame_embeds.reshape(v, t, -1),
+                            networks.clip_image_embeds(reference),
+                            networks.clip_text_embeds([asset.prompt])[0])
+    return {"prompt": asset.prompt, **scores}
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    if config.dataset not in DATASETS:
+        raise ValueError(f"config.dataset={config.dataset!r}, expected one of {DATASETS}")
+    if config.rig.frames < 2 or config.rig.size < 16:
+        raise ValueError(f"config.rig: frames={config.rig.frames} (>= 2) and size="
+                         f"{config.rig.size} (>= 16)")
+    if not config.weights:
+        raise ValueError("config.weights is required: the folder of the evaluation "
+                         "networks (t4a_jax/evaluation/networks.py lists its parts)")
+
+
+def _needed_parts(methods: list[MethodInputs], config: ml_collections.ConfigDict
+                  ) -> list[str]:
+    need = []
+    if any(m.clips for m in methods):
+        need += ["dino", "clip", "aesthetic"]
+        need += ["raft"] if config.flow else []
+        need += ["amt"] if config.interpolator else []
+    if any(m.assets for m in methods):
+        need += ["clip"]
+    return list(dict.fromkeys(need))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Score every method (module docstring); returns the metrics.json dict."""
+    if config.tiny:
+        config = prepare_tiny(config, workdir)
+    _check_config(config)
+    methods = [find_inputs(name, folder) for name, folder in parse_methods(config.methods)]
+    need = _needed_parts(methods, config)
+    check_weights(config.weights, need)
+    networks = load_networks(config.weights, [p for p in need if p not in ("raft", "amt")],
+                             batch_size=config.batch_size)
+    checksums = {**networks.checksums, **{p: checksum(weight_path(config.weights, p))
+                                          for p in need if p in ("raft", "amt")}}
+    flow = (load_plugin(config.flow, weight_path(config.weights, "raft"), "flow")
+            if config.flow and "raft" in need else None)
+    interpolator = (load_plugin(config.interpolator, weight_path(config.weights, "amt"),
+                                "interpolator")
+                    if config.interpolator and "amt" in need else None)
+    options = {"skip_first_frame": config.skip_first_frame, "rig": config.rig.to_dict(),
+               "flow": config.flow, "interpolator": config.interpolator}
+    cache = _Cache(workdir)
+    items = [(m, "clip", f) for m in methods for f in m.clips] + [
+        (m, "asset", f) for m in methods for f in m.assets]
+    results: dict[str, dict[str, dict]] = {m.name: {"videos": {}, "assets": {}}
+                                           for m in methods}
+    for method, kind, folder in tqdm(items, desc="evaluate", unit="item"):
+        stamp = fingerprint({"files": _files_digest(folder), "weights": checksums,
+                             "options": options, "kind": kind})
+        key = _item_key(method, folder)
+        if kind == "clip":
+            compute = lambda f=folder: score_clip(networks, f, flow=flow,
+                                                  interpolator=interpolator,
+                                                  skip_first=config.skip_first_frame)
+            results[method.name]["videos"][key] = cache.get(method.name, key, stamp, compute)
+        else:
+            compute = lambda f=folder: score_asset(networks, f, config)
+            results[method.name]["assets"][key] = cache.get(method.name, key, stamp, compute)
+        logging.info("evaluate: %s %s %s done", method.name, kind, key)
+    metrics = _metrics(results, methods, config, checksums, flow, interpolator)
+    _write_outputs(workdir, metrics)
+    return metrics
+
+
+def _metrics(results, methods, config, checksums, flow, interpolator) -> dict[str, Any]:
+    for method in methods:
+        entry = results[method.name]
+        entry["folder"] = method.folder
+        videos = [v for clip in entry["videos"].values() for v in clip["views"]]
+        entry["table1"] = table1_row(videos) if videos else None
+        assets = list(entry["assets"].values())
+        entry["table2"] = ({name: float(np.mean([a[name] for a in assets]))
+                            for name in ("clip_o_img", "clip_o_text", "clip_f_img",
+                                         "clip_f_text", "clip_c")} if assets else None)
+    not_computed = {}
+    if flow is None:
+        why = "RAFT: config.flow unset"
+        not_computed.update(dynamic_degree=why, dynamic_score=why)
+    if interpolator is None:
+        not_computed["motion_smoothness"] = "AMT-S: config.interpolator unset"
+    return {
+        "dataset": config.dataset, "skip_first_frame": config.skip_first_frame,
+        "weights": {"folder": os.path.abspath(config.weights), "sha256": checksums},
+        "clip_model": _clip_description(config.weights),
+        "flow": getattr(flow, "name", None), "interpolator": getattr(interpolator, "name", None),
+        "rig": config.rig.to_dict(), "not_computed": not_computed,
+        "methods": results,
+    }
+
+
+def _clip_description(weights: str) -> str:
+    path = os.path.join(weight_path(weights, "clip"), "vision", "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            c = json.load(f)["config"]
+    except (OSError, ValueError, KeyError):
+        return "not used"
+    return (f"ViT width {c['hidden_size']}, {c['num_hidden_layers']} layers, patch "
+            f"{c['patch_size']}, {c['image_size']} px ({weights}/clip)")
+
+
+def _write_outputs(workdir: str, metrics: dict[str, Any]) -> None:
+    with atomic_write(os.path.join(workdir, METRICS_FILE)) as f:
+        f.write(json.dumps(metrics, indent=1).encode())
+    with atomic_write(os.path.join(workdir, TABLES_FILE)) as f:
+        f.write(tables_markdown(metrics).encode())
