@@ -18,7 +18,8 @@ import pytest
 from t4a_jax.evaluation.video_metrics import (aesthetic, bicubic_resize, clip_pixels,
                                               dino_pixels, dynamic_pair_scores,
                                               dynamic_score, flow_top_mean,
-                                              i2v_subject, is_dynamic, pad_to_multiple_of_8,
+                                              i2v_subject, is_dynamic, motion_smoothness,
+                                              pad_to_multiple_of_8,
                                               temporal_flickering, vbench_frame_step)
 from t4a_jax.models.clip import CLIP_MEAN, CLIP_STD
 from t4a_jax.models.dino import IMAGENET_MEAN, IMAGENET_STD
@@ -232,3 +233,70 @@ def test_raft_names_a_missing_checkpoint_and_unpadded_frames(tmp_path):
         RAFTFlow(str(tmp_path / "absent.pth"), "cpu")
     with pytest.raises(ValueError, match="multiples of 8, got 66 x 72"):
         RAFTFlow(None, "cpu")(np.zeros((66, 72, 3), np.uint8), np.zeros((66, 72, 3), np.uint8))
+
+
+# ------------------------------------------------------------------ motion smoothness
+class _Average:
+    """A stand-in interpolator: the mean of the two frames, rounded."""
+
+    name = "average"
+
+    def __call__(self, a, b):
+        return np.round((a.astype(np.float64) + b) / 2).astype(np.uint8)
+
+
+def test_motion_smoothness_restated_and_exact_on_a_linear_fade():
+    fade = np.stack([np.full((8, 8, 3), 10 * t, np.uint8) for t in range(7)])
+    assert motion_smoothness(_Average(), fade) == 1.0      # midpoints are the odd frames
+    video = _video(4, frames=7)
+    mids = [_Average()(video[2 * i], video[2 * i + 2]) for i in range(3)]
+    errors = [np.mean(np.abs(video[2 * i + 1].astype(float) - mids[i])) for i in range(3)]
+    assert motion_smoothness(_Average(), video) == pytest.approx((255 - np.mean(errors)) / 255)
+    with pytest.raises(ValueError, match="T>=3"):
+        motion_smoothness(_Average(), video[:2])
+
+
+def test_motion_smoothness_through_amt_equals_vbenchs_motion_score():
+    """VBench's `MotionSmoothness.motion_score` (its source, frames handed in instead of
+    read by cv2) and ours through `tools.amt.AMTInterpolator` on the same AMT-S (VBench's
+    code, random weights tamed to stay finite), on frames that need padding (130 x 136)."""
+    torch = pytest.importorskip("torch")
+    _vbench_source("vbench/motion_smoothness.py")              # skips without vbench
+    from tools.amt import AMTInterpolator
+    from torch_utils import randomize_
+
+    interpolate = AMTInterpolator(None, "cpu")
+    randomize_(interpolate.model, std=0.02, seed=1)
+    amt_utils = importlib.import_module("vbench.third_party.amt.utils.utils")
+    cv2 = types.SimpleNamespace(absdiff=lambda a, b: np.abs(a.astype(int) - b).astype(np.uint8))
+    methods = _vbench_functions(
+        "vbench/motion_smoothness.py", {"motion_score", "vfi_score", "get_diff",
+                                        "initialization"},
+        {"np": np, "torch": torch, "cv2": cv2, "img2tensor": amt_utils.img2tensor,
+         "tensor2img": amt_utils.tensor2img, "InputPadder": amt_utils.InputPadder,
+         "check_dim_and_resize": amt_utils.check_dim_and_resize,
+         "FrameProcess": lambda: None}, cls="MotionSmoothness")    # its fp is set below
+    extract = _vbench_functions("vbench/motion_smoothness.py", {"extract_frame"}, {},
+                                cls="FrameProcess")["extract_frame"]
+    base = np.random.default_rng(5).integers(0, 256, (130, 140, 3), np.uint8)
+    video = np.stack([base[:, t:t + 136] for t in range(5)])
+    vbench = types.SimpleNamespace(model=interpolate.model, niters=1, device="cpu")
+    for name, fn in methods.items():
+        setattr(vbench, name, types.MethodType(fn, vbench))
+    vbench.initialization()
+    vbench.fp = types.SimpleNamespace(get_frames=lambda path: list(video))
+    vbench.fp.extract_frame = types.MethodType(extract, vbench.fp)
+    theirs = vbench.motion_score("video.mp4")
+    assert motion_smoothness(interpolate, video) == pytest.approx(theirs, abs=1e-9)
+
+
+def test_amt_names_a_missing_checkpoint_and_too_small_frames(tmp_path):
+    pytest.importorskip("torch")
+    _vbench_source("vbench/motion_smoothness.py")
+    from tools.amt import AMTInterpolator
+
+    with pytest.raises(ValueError, match="absent.pth: no such AMT-S checkpoint"):
+        AMTInterpolator(str(tmp_path / "absent.pth"), "cpu")
+    small = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match="at least 128 px"):
+        AMTInterpolator(None, "cpu")(small, small)

@@ -13,7 +13,8 @@ decord and torchvision): the `vbench` package is registered by its folder only. 
 As VBench's `MotionSmoothness.motion_score` on a CPU (scale factor 1): frames to
 [0, 1] tensors, replicate-padded to multiples of 16 (the padding split between the
 two sides), the midpoint at embt = 0.5 with `eval=True`, unpadded, back to uint8 by
-clipping and truncating (`tensor2img`). `checkpoint=None` builds random weights (tests).
+clipping and truncating (`tensor2img`). Frames must be at least 128 px
+(`MIN_SIZE`). `checkpoint=None` builds random weights (tests).
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ import numpy as np
 
 AMT_WEIGHTS = "amt-s.pth (https://huggingface.co/lalala125/AMT, VBench's amt_model/amt-s.pth)"
 DIVISOR = 16
+MIN_SIZE = 128       # its 4-level correlation pyramid at 1/8 scale needs 2 x 2 at the top
 
 
 def _vbench_folder() -> str:
+    if "vbench" in sys.modules:
+        return list(sys.modules["vbench"].__path__)[0]
     spec = importlib.util.find_spec("vbench")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("AMT-S needs the vbench package's code: pip install --no-deps "
@@ -63,11 +67,10 @@ class AMTInterpolator:
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.name = "AMT-S (VBench's AMT)"
+        if checkpoint is not None and not os.path.isfile(checkpoint):
+            raise ValueError(f"{checkpoint}: no such AMT-S checkpoint (expected {AMT_WEIGHTS})")
         self.model = vbench_amt_s()
         if checkpoint is not None:
-            if not os.path.isfile(checkpoint):
-                raise ValueError(f"{checkpoint}: no such AMT-S checkpoint (expected "
-                                 f"{AMT_WEIGHTS})")
             state = torch.load(checkpoint, map_location="cpu", weights_only=False)
             self.model.load_state_dict(state["state_dict"] if "state_dict" in state else state)
         self.model = self.model.to(self.device).eval()
@@ -77,6 +80,9 @@ class AMTInterpolator:
         torch = self._torch
         h, w = frame1.shape[:2]
         pad_h, pad_w = (-h) % DIVISOR, (-w) % DIVISOR
+        if min(h + pad_h, w + pad_w) < MIN_SIZE:
+            raise ValueError(f"{self.name} needs frames of at least {MIN_SIZE} px (padded to "
+                             f"multiples of {DIVISOR}), got {h} x {w}")
         pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
         images = [torch.nn.functional.pad(
             torch.from_numpy(np.asarray(f, np.uint8)[..., :3].copy()).permute(2, 0, 1)[None]
