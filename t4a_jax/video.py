@@ -3,11 +3,14 @@
 `write_video` takes uint8 frames, or float frames in [0, 1] (converted with rounding and
 clipping), and writes `.mp4` (H.264 through PyAV, MPEG-4 Part 2 where libx264 is
 missing, yuv420p) or `.gif` (Pillow) atomically. `read_video` decodes any container
-FFmpeg reads into uint8 frames [F, H, W, 3].
+FFmpeg reads into uint8 frames [F, H, W, 3]. `jpeg_data_uri` makes one frame a
+`data:image/jpeg;base64,...` URI for self-contained HTML pages.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 from fractions import Fraction
 from typing import IO
@@ -123,3 +126,10 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     if not frames:
         raise ValueError(f"{path}: no frames in the video stream")
     return np.stack(frames)
+
+
+def jpeg_data_uri(frame: ArrayLike, quality: int = 85) -> str:
+    """uint8 [H, W, 3] -> 'data:image/jpeg;base64,...' at JPEG `quality`."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(frame, np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

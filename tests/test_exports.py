@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from browser import browser, open_page  # noqa: F401 (the fixture)
 from t4a_jax.animate.job import Inputs, make_asset, mesh_export
 from t4a_jax.export import Tracks, write_animated_glb, write_viewer
 from t4a_jax.export.tracks import grid_queries, video_tracks
@@ -129,33 +129,6 @@ def test_animated_glb_rejects_mismatched_arrays(tmp_path):
 
 # ----------------------------------------------------------------------------- viewer
 
-CHROMIUM_ARGS = ["--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api",
-                                         reason="playwright is not installed")
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def _open(browser, path):
-    page = browser.new_page()
-    errors, requests = [], []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto("file://" + path)
-    page.wait_for_function("window.t4aReady === true", timeout=60_000)
-    return page, errors, requests
-
-
 def _coverage(page, views, index: int, frame: int, size: int) -> np.ndarray:
     page.evaluate("([v, k, f, s]) => { t4a.setFrame(f); t4a.setCamera(v, k, s, s); }",
                   [np.asarray(views.viewmats[index]).reshape(-1).tolist(),
@@ -180,7 +153,7 @@ def test_viewer_plays_the_asset_offline_and_matches_the_rasterizer(browser, tmp_
     # base64 x 4/3, plus the JPEG frames and the page itself.
     n = canonical.num_gaussians
     assert nbytes < (6 * n * num_frames + 32 * n) * 4 / 3 + 16 * 1024 * 4 * num_frames + 60_000
-    page, errors, requests = _open(browser, path)
+    page, errors, requests = open_page(browser, path)
     assert errors == []
     assert all(url.startswith(("file://", "data:")) for url in requests), requests
     views = ring_views(4, elevation=15.0, size=size)

@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import json
 from importlib import resources
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
 
 from t4a_jax.atomic import atomic_write
 from t4a_jax.render.gaussians import Gaussians
 from t4a_jax.render.sh import SH_C0
+from t4a_jax.video import jpeg_data_uri
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +52,6 @@ class Tracks:
 
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
-
-
-def _jpeg(frame: np.ndarray, quality: int) -> str:
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(frame, np.uint8)).save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def viewer_data(frames: Sequence[Gaussians], *, fps: float) -> dict:
@@ -97,7 +90,7 @@ def write_viewer(path: str, frames: Sequence[Gaussians], *, fps: float,
         videos = np.asarray(videos)
         if videos.ndim != 5 or videos.shape[-1] != 3:
             raise ValueError(f"write_viewer: videos {videos.shape}, expected [V, F, H, W, 3]")
-        data["videos"] = [[_jpeg(f, jpeg_quality) for f in view] for view in videos]
+        data["videos"] = [[jpeg_data_uri(f, jpeg_quality) for f in view] for view in videos]
     if tracks is not None:
         if videos is None:
             raise ValueError("write_viewer: tracks are drawn over the videos; pass videos")
