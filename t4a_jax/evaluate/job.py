@@ -41,6 +41,8 @@ from absl import logging
 from tqdm import tqdm
 
 from t4a_jax.atomic import atomic_write
+from t4a_jax.evaluate.ablations import VARIANTS as ABLATION_VARIANTS
+from t4a_jax.evaluate.ablations import asset_videos, run_ablation
 from t4a_jax.evaluate.tiny import prepare_tiny
 from t4a_jax.evaluation.clip_scores import (RIG_FRAMES, clip_4d_scores, rig_renders,
                                             test_rig_views)
@@ -69,7 +71,7 @@ class MethodInputs:
     assets: tuple[str, ...]
 
 
-def parse_methods(spec: str) -> list[tuple[str, str]]:
+def parse_methods(spec: str, allow_empty: bool = False) -> list[tuple[str, str]]:
     """'NAME=DIR,NAME=DIR' -> [(name, absolute dir)]; ValueError naming a bad entry."""
     methods = []
     for entry in (e.strip() for e in (spec or "").split(",")):
@@ -82,7 +84,7 @@ def parse_methods(spec: str) -> list[tuple[str, str]]:
         if not os.path.isdir(folder):
             raise ValueError(f"config.methods: {name.strip()}={folder}: no such folder")
         methods.append((name.strip(), folder))
-    if not methods:
+    if not methods and not allow_empty:
         raise ValueError("config.methods is empty: give NAME=DIR[,NAME=DIR...]")
     names = [n for n, _ in methods]
     if len(set(names)) != len(names):
@@ -140,9 +142,14 @@ def condition_images(clip) -> np.ndarray:
     return np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8)
 
 
-def _item_key(method: MethodInputs, folder: str) -> str:
-    relative = os.path.relpath(folder, method.folder)
+def _item_key(root: str, folder: str) -> str:
+    """An item's name: its folder relative to the method's, '/' -> '__'."""
+    relative = os.path.relpath(folder, root)
     return "root" if relative == "." else relative.replace(os.sep, "__")
+
+
+def _cache_name(method: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in method)
 
 
 def _files_digest(folder: str) -> str:
@@ -174,13 +181,15 @@ class _Cache:
 
 
 def score_clip(networks: EvaluationNetworks, folder: str, *, flow, interpolator,
-               skip_first: bool) -> dict[str, Any]:
-    """{"prompt", "views": [score_video result per view]} of one clip folder."""
+               skip_first: bool, asset: str | None = None) -> dict[str, Any]:
+    """{"prompt", "views": [score_video result per view]} of one clip folder's videos,
+    or, with `asset` (a 4D asset folder), of that asset rendered at the clip's cameras
+    (`ablations.asset_videos`), each against the clip's condition images."""
     clip = load_clip(folder)
-    conditions = condition_images(clip)
+    videos = clip.videos if asset is None else asset_videos(folder, asset)
     views = [score_video(networks, video, condition, flow=flow, interpolator=interpolator,
                          skip_first=skip_first)
-             for video, condition in zip(clip.videos, conditions)]
+             for video, condition in zip(videos, condition_images(clip))]
     return {"prompt": clip.prompt, "views": views}
 
 
@@ -205,6 +214,9 @@ def score_asset(networks: EvaluationNetworks, folder: str, config: ml_collection
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
+    if config.ablations not in ("", *ABLATION_VARIANTS):
+        raise ValueError(f"config.ablations={config.ablations!r}, expected '' or one of "
+                         f"{sorted(ABLATION_VARIANTS)}")
     if config.dataset not in DATASETS:
         raise ValueError(f"config.dataset={config.dataset!r}, expected one of {DATASETS}")
     if config.rig.frames < 2 or config.rig.size < 16:
@@ -218,7 +230,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 def _needed_parts(methods: list[MethodInputs], config: ml_collections.ConfigDict
                   ) -> list[str]:
     need = []
-    if any(m.clips for m in methods):
+    if any(m.clips for m in methods) or config.ablations:
         need += ["dino", "clip", "aesthetic"]
         need += ["raft"] if config.flow else []
         need += ["amt"] if config.interpolator else []
@@ -232,7 +244,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if config.tiny:
         config = prepare_tiny(config, workdir)
     _check_config(config)
-    methods = [find_inputs(name, folder) for name, folder in parse_methods(config.methods)]
+    methods = [find_inputs(name, folder) for name, folder in
+               parse_methods(config.methods, allow_empty=bool(config.ablations))]
     need = _needed_parts(methods, config)
     check_weights(config.weights, need)
     networks = load_networks(config.weights, [p for p in need if p not in ("raft", "amt")],
@@ -247,31 +260,45 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     options = {"skip_first_frame": config.skip_first_frame, "rig": config.rig.to_dict(),
                "flow": config.flow, "interpolator": config.interpolator}
     cache = _Cache(workdir)
-    items = [(m, "clip", f) for m in methods for f in m.clips] + [
-        (m, "asset", f) for m in methods for f in m.assets]
-    results: dict[str, dict[str, dict]] = {m.name: {"videos": {}, "assets": {}}
-                                           for m in methods}
-    for method, kind, folder in tqdm(items, desc="evaluate", unit="item"):
-        stamp = fingerprint({"files": _files_digest(folder), "weights": checksums,
+    items = [(m.name, "clip", (f,)) for m in methods for f in m.clips] + [
+        (m.name, "asset", (f,)) for m in methods for f in m.assets]
+    ablation_items = run_ablation(config.ablations, config, workdir) if config.ablations else {}
+    items += [(variant, item[0], item[1:]) for variant, entries in ablation_items.items()
+              for item in entries]
+    folders = {m.name: m.folder for m in methods}
+    if set(folders) & set(ablation_items):
+        raise ValueError(f"config.methods: {sorted(set(folders) & set(ablation_items))} is "
+                         f"also the name of an ablation variant")
+    results: dict[str, dict[str, dict]] = {}
+    for method, kind, paths in tqdm(items, desc="evaluate", unit="item"):
+        stamp = fingerprint({"files": [_files_digest(p) for p in paths], "weights": checksums,
                              "options": options, "kind": kind})
-        key = _item_key(method, folder)
-        if kind == "clip":
-            compute = lambda f=folder: score_clip(networks, f, flow=flow,
-                                                  interpolator=interpolator,
-                                                  skip_first=config.skip_first_frame)
-            results[method.name]["videos"][key] = cache.get(method.name, key, stamp, compute)
+        key = (_item_key(folders[method], paths[0]) if method in folders
+               else "__".join(paths[0].rstrip(os.sep).split(os.sep)[-2:]))
+        if kind == "asset":
+            compute = lambda p=paths: score_asset(networks, p[0], config)
         else:
-            compute = lambda f=folder: score_asset(networks, f, config)
-            results[method.name]["assets"][key] = cache.get(method.name, key, stamp, compute)
-        logging.info("evaluate: %s %s %s done", method.name, kind, key)
+            compute = lambda p=paths: score_clip(
+                networks, p[0], flow=flow, interpolator=interpolator,
+                skip_first=config.skip_first_frame, asset=p[1] if len(p) > 1 else None)
+        entry = results.setdefault(method, {"videos": {}, "assets": {}})
+        group = "assets" if kind == "asset" else "videos"
+        entry[group][key] = cache.get(_cache_name(method), key, stamp, compute)
+        logging.info("evaluate: %s %s %s done", method, kind, key)
+    ablations = {variant: results.pop(variant) for variant in ablation_items}
     metrics = _metrics(results, methods, config, checksums, flow, interpolator)
+    if ablations:
+        metrics["ablations"] = {config.ablations: {
+            variant: table1_row([v for clip in r["videos"].values() for v in clip["views"]])
+            for variant, r in ablations.items()}}
+        metrics["ablation_items"] = ablations
     _write_outputs(workdir, metrics)
     return metrics
 
 
 def _metrics(results, methods, config, checksums, flow, interpolator) -> dict[str, Any]:
     for method in methods:
-        entry = results[method.name]
+        entry = results.setdefault(method.name, {"videos": {}, "assets": {}})
         entry["folder"] = method.folder
         videos = [v for clip in entry["videos"].values() for v in clip["views"]]
         entry["table1"] = table1_row(videos) if videos else None

@@ -7,6 +7,7 @@ WORKDIR/tiny without downloads, then scored like real outputs.
     WORKDIR/tiny/data/      a synthetic multi-view set (`data.synthetic`): method `synthetic`
     WORKDIR/tiny/assets/    per object an unmoved 4D asset (its field at initialisation,
                             `fourd.init_motion_field`): method `unmoved`
+    WORKDIR/tiny/stage_one/ (stage2 ablation) a Stage One bundle at random initialisation
 
 Random networks make the numbers meaningless as quality; what the tiny run shows is
 that every path runs, caches and tabulates. (An unmoved asset does pin two values:
@@ -23,7 +24,7 @@ from flax import nnx
 
 from t4a_jax.data import synthetic
 from t4a_jax.fourd import HexPlaneConfig, MotionConfig, init_motion_field
-from t4a_jax.models import save
+from t4a_jax.models import save, save_bundle
 from t4a_jax.models.aesthetic import AestheticHead, AestheticHeadConfig
 from t4a_jax.models.clip import (CLIPTextConfig, CLIPTextModelWithProjection,
                                  CLIPVisionConfig, CLIPVisionModelWithProjection)
@@ -31,6 +32,8 @@ from t4a_jax.models.dino import DINOConfig, DINOViT
 from t4a_jax.models.tokenizer import CLIPTokenizer
 from t4a_jax.reconstruction.asset import Asset4D, INFO_FILE, save_asset4d
 from t4a_jax.reconstruction.clips import load_clip
+from t4a_jax.sharding import make_mesh
+from t4a_jax.training.state import random_models
 
 TEXT_LENGTH = 16
 EMBED = 24
@@ -92,5 +95,18 @@ def prepare_tiny(config: ml_collections.ConfigDict, workdir: str) -> ml_collecti
     config.weights = write_tiny_weights(os.path.join(root, "weights"), s.seed)
     assets = write_unmoved_assets(os.path.join(root, "assets"), clips, s.seed)
     config.methods = f"synthetic={os.path.join(data, 'videos')},unmoved={assets}"
+    if config.ablations:
+        config.ablation.clips = config.ablation.clips or ",".join(clips)
+    if config.ablations == "stage2" and not config.ablation.models:
+        config.ablation.models = write_random_stage_one(os.path.join(root, "stage_one"),
+                                                        config.ablation.stage1)
     config.tiny = False
     return config
+
+
+def write_random_stage_one(folder: str, stage1: ml_collections.ConfigDict) -> str:
+    """A Stage One bundle at `stage1`'s random initialisation (its tiny sizes), for the
+    stage2 ablation's diffusion features; kept if present."""
+    if not os.path.isfile(os.path.join(folder, "unet", "config.json")):
+        save_bundle(random_models(stage1, make_mesh(devices=jax.devices()[:1])), folder)
+    return folder
