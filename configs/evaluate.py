@@ -62,6 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 "elevation", "azimuth", "fps", "tile_capacity"):
         config.ablation.sample[key] = sample[key]
     config.ablation.sample.defaults = sample.defaults
+    config.ablation.sample_batch = 4     # objects sampled together
     config.ablation.stage2 = get_config_file("stage2")
     config.ablation.models = ""          # stage2: the Stage One bundle (features, SDS)
     config.tiny = False

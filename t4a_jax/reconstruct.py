@@ -20,7 +20,6 @@ keys are documented in `configs/stage2.py`.
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from absl import app, flags
@@ -28,20 +27,15 @@ from ml_collections import config_flags
 
 from t4a_jax.config_files import config_path
 from t4a_jax.reconstruction.clips import ClipError
-from t4a_jax.logs import log_to_file
+from t4a_jax.logs import start_command
 from t4a_jax.reconstruction.job import run
 
 
 def main(argv: Sequence[str]) -> None:
     """The command line: `error: ...` and exit status 1 for bad input."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS.workdir:
-        raise app.UsageError("--workdir is required")
-    os.makedirs(flags.FLAGS.workdir, exist_ok=True)
-    log_to_file(os.path.join(flags.FLAGS.workdir, "reconstruct.log"))   # the console: bars
+    workdir = start_command(argv, flags.FLAGS.workdir, "reconstruct.log")
     try:
-        out = run(flags.FLAGS.config, flags.FLAGS.workdir)
+        out = run(flags.FLAGS.config, workdir)
     except (ClipError, ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
     print("\n".join(out["outputs"]) or f"stopped ({out['stopped']}) at {out['step']}")

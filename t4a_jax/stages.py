@@ -65,6 +65,16 @@ def file_digest(path: str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def tree_digest(path: str) -> str:
+    """SHA-256 of a file, or of a folder's files (their sorted relative paths and
+    contents): a model or an input folder named by content."""
+    if os.path.isfile(path):
+        return file_digest(path)
+    files = sorted(os.path.join(root, name) for root, _, names in os.walk(path)
+                   for name in names)
+    return fingerprint([[os.path.relpath(f, path), file_digest(f)] for f in files])
+
+
 def fingerprint(inputs: Any) -> str:
     """SHA-256 of `inputs` as canonical JSON (`Done` -> its fingerprint and finish time)."""
     def default(value):

@@ -39,13 +39,12 @@ init or restore the train state, jit the update, loop (log, sample, checkpoint),
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from t4a_jax.logs import log_to_file
+from t4a_jax.logs import start_command
 from t4a_jax.training.loop import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -54,13 +53,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, log
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        raise app.UsageError("--config and --workdir are required")
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    log_to_file(os.path.join(_WORKDIR.value, "train.log"))      # the console: bars, warnings
-    train(_CONFIG.value, _WORKDIR.value)
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required")
+    train(_CONFIG.value, start_command(argv, _WORKDIR.value, "train.log"))
 
 
 if __name__ == "__main__":

@@ -22,17 +22,11 @@ from ml_collections import config_flags
 
 from t4a_jax.config_files import config_path
 from t4a_jax.evaluate.job import TABLES_FILE, run
-from t4a_jax.logs import log_to_file
+from t4a_jax.logs import start_command
 
 
 def main(argv: Sequence[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not flags.FLAGS.workdir:
-        raise app.UsageError("--workdir is required")
-    workdir = os.path.abspath(flags.FLAGS.workdir)
-    os.makedirs(workdir, exist_ok=True)
-    log_to_file(os.path.join(workdir, "evaluate.log"))
+    workdir = start_command(argv, flags.FLAGS.workdir, "evaluate.log")
     try:
         run(flags.FLAGS.config, workdir)
     except (ValueError, OSError) as e:

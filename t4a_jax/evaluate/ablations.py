@@ -5,8 +5,8 @@ Table 1's video metrics (`--config.ablations=stage1` or `stage2`).
   `config.ablation.stage1`, one switch each: the correspondence or the position loss
   weight set to 0), each model then samples every evaluation object
   (`config.ablation.clips`: clip folders, whose static asset and prompt are used;
-  `sampling.sample_asset` with `config.ablation.sample`), and the sampled clips are
-  scored like a method's.
+  `sampling.sample_videos` with `config.ablation.sample`, `sample_batch` objects per
+  batch), and the sampled clips are scored like a method's.
 - stage2 (Table 4 right): Stage Two fitted once per variant to the evaluation clips
   (`reconstruction.job.run` on `config.ablation.stage2` with `config.ablation.models` as
   its Stage One model; switches: `features='hexplane'`, `motion.sh_terms=1`), each 4D
@@ -36,8 +36,8 @@ from t4a_jax.reconstruction.clips import clip_folders, load_clip, write_clip
 from t4a_jax.reconstruction.outputs import render_views
 from t4a_jax.render.views import ViewRenderer
 from t4a_jax.models import load_bundle
-from t4a_jax.sampling import resolve, sample_asset
-from t4a_jax.stages import fingerprint
+from t4a_jax.sampling import render_conditions, resolve, sample_videos
+from t4a_jax.stages import fingerprint, tree_digest
 from t4a_jax.training.loop import train
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
@@ -69,12 +69,6 @@ def variant_config(base: ml_collections.ConfigDict, switches: dict[str, Any]
     return config
 
 
-def _folder_digest(folder: str) -> str:
-    files = sorted(os.path.join(r, n) for r, _, names in os.walk(folder) for n in names)
-    return fingerprint([[os.path.relpath(f, folder), os.path.getsize(f),
-                         int(os.path.getmtime(f))] for f in files])
-
-
 def stage1_clips(config: ml_collections.ConfigDict, switches: dict[str, Any], folder: str,
                  eval_clips: list[str]) -> list[str]:
     """Train the variant, sample every evaluation object; its clip folders."""
@@ -84,21 +78,26 @@ def stage1_clips(config: ml_collections.ConfigDict, switches: dict[str, Any], fo
     models = os.path.join(train_dir, "models")
     bundle = load_bundle(models)
     settings = resolve(config.ablation.sample, bundle)
-    stamp = fingerprint({"models": _folder_digest(models), "settings": settings.to_dict()})
+    stamp = fingerprint({"models": tree_digest(models), "settings": settings.to_dict()})
     out = os.path.join(folder, "clips")
     record = os.path.join(out, "sampled.json")
     if not (os.path.isfile(record) and open(record).read() == stamp):
         shutil.rmtree(out, ignore_errors=True)
-    folders = []
-    for clip_folder in eval_clips:
-        clip = load_clip(clip_folder)
-        target = os.path.join(out, clip.name.replace("/", "_"))
-        if not os.path.isfile(os.path.join(target, "clip.json")):
-            sampled = sample_asset(bundle, clip.canonical, settings)
-            write_clip(target, sampled.video, sampled.views, sampled.render.alphas,
-                       clip.canonical, prompt=clip.prompt, fps=settings.fps,
-                       elevation=settings.elevation, azimuth_start=settings.azimuth)
-        folders.append(target)
+    clips = [load_clip(c) for c in eval_clips]
+    folders = [os.path.join(out, c.name.replace("/", "_")) for c in clips]
+    todo = [(c, f) for c, f in zip(clips, folders)
+            if not os.path.isfile(os.path.join(f, "clip.json"))]
+    batch = config.ablation.sample_batch
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        conditions = [render_conditions(c.canonical, settings) for c, _ in chunk]
+        videos = sample_videos(bundle, [(views, render, c.prompt) for (c, _), (views, render)
+                                        in zip(chunk, conditions)], settings)
+        for (clip, target), (views, render), video in zip(chunk, conditions, videos):
+            write_clip(target, video, views, render.alphas, clip.canonical,
+                       prompt=clip.prompt, fps=settings.fps, elevation=settings.elevation,
+                       azimuth_start=settings.azimuth)
+    os.makedirs(out, exist_ok=True)
     with open(record, "w") as f:
         f.write(stamp)
     return folders

@@ -42,18 +42,18 @@ from tqdm import tqdm
 
 from t4a_jax.atomic import atomic_write
 from t4a_jax.evaluate.ablations import VARIANTS as ABLATION_VARIANTS
-from t4a_jax.evaluate.ablations import asset_videos, run_ablation
+from t4a_jax.evaluate.ablations import asset_videos, run_ablation, slug
 from t4a_jax.evaluate.tiny import prepare_tiny
 from t4a_jax.evaluation.clip_scores import (RIG_FRAMES, clip_4d_scores, rig_renders,
                                             test_rig_views)
-from t4a_jax.evaluation.networks import (EvaluationNetworks, checksum, check_weights,
-                                         load_networks, weight_path)
+from t4a_jax.evaluation.networks import (EvaluationNetworks, check_weights, load_networks,
+                                         weight_path)
 from t4a_jax.evaluation.tables import tables_markdown
 from t4a_jax.evaluation.video_scores import score_video, table1_row
 from t4a_jax.reconstruction.asset import INFO_FILE, load_asset4d
 from t4a_jax.reconstruction.clips import is_clip, load_clip
 from t4a_jax.render.views import ViewRenderer
-from t4a_jax.stages import file_digest, fingerprint
+from t4a_jax.stages import fingerprint, tree_digest
 
 CACHE_DIR = "cache"
 METRICS_FILE = "metrics.json"
@@ -152,12 +152,6 @@ def _cache_name(method: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in method)
 
 
-def _files_digest(folder: str) -> str:
-    """A digest of every file under `folder` (paths and contents)."""
-    files = sorted(os.path.join(r, n) for r, _, names in os.walk(folder) for n in names)
-    return fingerprint([[os.path.relpath(f, folder), file_digest(f)] for f in files])
-
-
 class _Cache:
     """WORKDIR/cache/<method>/<item>.json: one item's result under its fingerprint."""
 
@@ -250,7 +244,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     check_weights(config.weights, need)
     networks = load_networks(config.weights, [p for p in need if p not in ("raft", "amt")],
                              batch_size=config.batch_size)
-    checksums = {**networks.checksums, **{p: checksum(weight_path(config.weights, p))
+    checksums = {**networks.checksums, **{p: tree_digest(weight_path(config.weights, p))
                                           for p in need if p in ("raft", "amt")}}
     flow = (load_plugin(config.flow, weight_path(config.weights, "raft"), "flow")
             if config.flow and "raft" in need else None)
@@ -260,18 +254,20 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     options = {"skip_first_frame": config.skip_first_frame, "rig": config.rig.to_dict(),
                "flow": config.flow, "interpolator": config.interpolator}
     cache = _Cache(workdir)
-    items = [(m.name, "clip", (f,)) for m in methods for f in m.clips] + [
-        (m.name, "asset", (f,)) for m in methods for f in m.assets]
-    ablation_items = run_ablation(config.ablations, config, workdir) if config.ablations else {}
-    items += [(variant, item[0], item[1:]) for variant, entries in ablation_items.items()
-              for item in entries]
     folders = {m.name: m.folder for m in methods}
-    if set(folders) & set(ablation_items):
-        raise ValueError(f"config.methods: {sorted(set(folders) & set(ablation_items))} is "
-                         f"also the name of an ablation variant")
+    clash = set(folders) & set(ABLATION_VARIANTS.get(config.ablations, {}))
+    if clash:
+        raise ValueError(f"config.methods: {sorted(clash)} is also the name of an ablation "
+                         f"variant")
+    # (method, cache folder, kind, paths); an item's key: its folder under the method's
+    items = [(m.name, m.name, "clip", (f,)) for m in methods for f in m.clips] + [
+        (m.name, m.name, "asset", (f,)) for m in methods for f in m.assets]
+    ablation_items = run_ablation(config.ablations, config, workdir) if config.ablations else {}
+    items += [(variant, f"ablation_{config.ablations}_{slug(variant)}", item[0], item[1:])
+              for variant, entries in ablation_items.items() for item in entries]
     results: dict[str, dict[str, dict]] = {}
-    for method, kind, paths in tqdm(items, desc="evaluate", unit="item"):
-        stamp = fingerprint({"files": [_files_digest(p) for p in paths], "weights": checksums,
+    for method, cache_name, kind, paths in tqdm(items, desc="evaluate", unit="item"):
+        stamp = fingerprint({"files": [tree_digest(p) for p in paths], "weights": checksums,
                              "options": options, "kind": kind})
         key = (_item_key(folders[method], paths[0]) if method in folders
                else "__".join(paths[0].rstrip(os.sep).split(os.sep)[-2:]))
@@ -283,7 +279,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 skip_first=config.skip_first_frame, asset=p[1] if len(p) > 1 else None)
         entry = results.setdefault(method, {"videos": {}, "assets": {}})
         group = "assets" if kind == "asset" else "videos"
-        entry[group][key] = cache.get(_cache_name(method), key, stamp, compute)
+        entry[group][key] = cache.get(_cache_name(cache_name), key, stamp, compute)
         logging.info("evaluate: %s %s %s done", method, kind, key)
     ablations = {variant: results.pop(variant) for variant in ablation_items}
     metrics = _metrics(results, methods, config, checksums, flow, interpolator)

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from t4a_jax.atomic import atomic_write
+from t4a_jax.evaluate.job import parse_methods
 from t4a_jax.evaluation.tables import HEADERS, PAPER, USER_STUDY_COLUMNS, markdown_table
 from t4a_jax.video import jpeg_data_uri, read_video
 
@@ -52,14 +53,9 @@ REFERENCE_NAMES = ("{o}.png", "{o}.jpg", "{o}.gif", "{o}.mp4")
 
 
 def _parse_methods(spec: str) -> list[tuple[str, str]]:
-    methods = []
-    for entry in (e.strip() for e in spec.split(",") if e.strip()):
-        name, sep, folder = entry.partition("=")
-        if not sep or not name or not os.path.isdir(folder):
-            raise ValueError(f"--methods: {entry!r} is not NAME=DIR with an existing DIR")
-        methods.append((name, os.path.abspath(folder)))
-    if len(methods) < 2 or len({n for n, _ in methods}) != len(methods):
-        raise ValueError(f"--methods: need two or more methods with distinct names, got "
+    methods = parse_methods(spec)
+    if len(methods) < 2:
+        raise ValueError(f"--methods: a study compares two or more methods, got "
                          f"{[n for n, _ in methods]}")
     return methods
 

@@ -1,6 +1,9 @@
-"""Evaluation: TAP-Vid point-tracking metrics (`tapvid`) and the tracking probe of the
-paper's Fig. 3 (`python -m t4a_jax.evaluation.probe`); the VBench video metrics and CLIP
-scores of the paper's tables will live here too.
+"""Evaluation: TAP-Vid point-tracking metrics (`tapvid`), the tracking probe of the
+paper's Fig. 3 (`python -m t4a_jax.evaluation.probe`), VBench's multi-view video metrics
+(`video_metrics`, one video's scores and the table's averages in `video_scores`), the
+CLIP 4D metrics on Animate3D's test rig (`clip_scores`), the evaluation networks read
+from a weights folder (`networks`) and the paper's tables (`tables`). The command that
+uses them is `python -m t4a_jax.evaluate`.
 
     metrics = tapvid_metrics(query_frames, gt_tracks, gt_visible, pred_tracks, pred_visible,
                              size=(256, 256))

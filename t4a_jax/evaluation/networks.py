@@ -16,8 +16,8 @@ The folder (`WEIGHT_PARTS`: what goes where, made by which command):
 The JAX networks are converted checkpoints (`t4a_jax.models.load`); the two torch ones
 are files the plugins read (`tools/raft.py`, `tools/amt.py`). A missing part is a
 `MissingWeights` error listing every missing file with the command that makes it.
-Checksums (`checksum`) are the SHA-256 of a part's files (sorted relative paths and
-contents), recorded in metrics.json so a table names the exact weights behind it.
+Checksums (`stages.tree_digest`) are the SHA-256 of a part's files (sorted relative
+paths and contents), recorded in metrics.json so a table names the exact weights behind it.
 
 Images go in as uint8 frames of any size; each network's preprocessing is VBench's
 (`video_metrics.dino_pixels`, `video_metrics.clip_pixels`) at the network's input size.
@@ -27,7 +27,6 @@ Calls run in fixed-size batches (the last one padded), one compiled program per 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from typing import Callable, Iterable, Sequence
 
@@ -40,6 +39,7 @@ from numpy.typing import ArrayLike
 from t4a_jax.evaluation.video_metrics import clip_pixels, dino_pixels
 from t4a_jax.models import load
 from t4a_jax.models.tokenizer import CLIPTokenizer
+from t4a_jax.stages import tree_digest
 
 CONVERT = "python -m tools.convert_weights"
 WEIGHT_PARTS = {
@@ -70,19 +70,6 @@ def check_weights(folder: str, need: Iterable[str]) -> None:
         lines = [f"  {weight_path(folder, p)}: {WEIGHT_PARTS[p][1]}" for p in missing]
         raise MissingWeights(f"the evaluation weights folder {folder} lacks:\n"
                              + "\n".join(lines))
-
-
-def checksum(path: str) -> str:
-    """SHA-256 of a file, or of a folder's files (sorted relative paths and contents)."""
-    digest = hashlib.sha256()
-    files = [path] if os.path.isfile(path) else sorted(
-        os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
-    for file in files:
-        digest.update(os.path.relpath(file, path).encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def _batched(model: nnx.Module, batch: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -152,7 +139,7 @@ def load_networks(folder: str, need: Iterable[str], batch_size: int = 16
     need = list(dict.fromkeys(need))
     check_weights(folder, need)
     networks = EvaluationNetworks(batch_size=batch_size,
-                                  checksums={p: checksum(weight_path(folder, p)) for p in need})
+                                  checksums={p: tree_digest(weight_path(folder, p)) for p in need})
     if "dino" in need:
         networks.dino = load(weight_path(folder, "dino"))
     if "clip" in need:
