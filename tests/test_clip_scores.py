@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from t4a_jax.evaluation.clip_scores import (FRONT_VIEW, clip_4d_scores, rig_renders,
-                                            test_rig_views as rig_views)
+                                            rig_views)
 from t4a_jax.render.builtin import builtin_object
 
 

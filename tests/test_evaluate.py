@@ -11,11 +11,15 @@ import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs.evaluate import get_config
 from t4a_jax.evaluate import job
+from t4a_jax.evaluation.clip_scores import (RIG_AZIMUTHS, RIG_ELEVATIONS, rig_renders,
+                                            rig_views)
 from t4a_jax.evaluation.networks import MissingWeights
 from t4a_jax.evaluation.video_metrics import temporal_flickering
+from t4a_jax.reconstruction.asset import load_asset4d
 from t4a_jax.reconstruction.clips import load_clip
 
 
@@ -137,4 +141,32 @@ def test_bad_input_is_named_before_anything_is_scored(tiny, tmp_path):
             job.run(config, str(tmp_path / "out"))
     config.update(methods=f"ours={data}", flow="", interpolator="", dataset="vbench")
     with pytest.raises(ValueError, match="config.dataset='vbench'"):
+        job.run(config, str(tmp_path / "out"))
+
+
+def test_rig_render_folders_score_like_the_asset_they_show(tiny, tmp_path):
+    """Another method's 4D output enters as renders in Animate3D's layout: renders of
+    an asset written there score what the asset itself scores."""
+    workdir, metrics = tiny
+    asset = load_asset4d(os.path.join(workdir, "tiny", "assets", "synth_0001"))
+    config = get_config("tiny")
+    frames = config.rig.frames
+    renders, reference = rig_renders([asset.at(t / (frames - 1)) for t in range(frames)],
+                                     asset.canonical, rig_views(config.rig.size))
+    folder = tmp_path / "baseline" / "synth_0001"
+    names = [f"elv_{e:g}_azi_{a:g}" for e in RIG_ELEVATIONS for a in RIG_AZIMUTHS]
+    for name, view, ref in zip(names, renders, reference):
+        (folder / "images" / name).mkdir(parents=True)
+        for t, image in enumerate(view):
+            Image.fromarray(image).save(folder / "images" / name / f"{t}.png")
+        (folder / "reference").mkdir(exist_ok=True)
+        Image.fromarray(ref).save(folder / "reference" / f"{name}.png")
+    (folder / "prompt.txt").write_text(asset.prompt)
+    config.update(tiny=False, weights=os.path.join(workdir, "tiny", "weights"),
+                  methods=f"baseline={tmp_path / 'baseline'}")
+    ours = job.run(config, str(tmp_path / "out"))["methods"]["baseline"]["assets"]
+    assert ours["synth_0001"] == pytest.approx(
+        metrics["methods"]["unmoved"]["assets"]["synth_0001"], abs=1e-6)
+    os.remove(folder / "reference" / f"{names[5]}.png")
+    with pytest.raises(ValueError, match=f"{names[5]}.png: missing"):
         job.run(config, str(tmp_path / "out"))

@@ -11,6 +11,8 @@ for
 - 4D assets: folders with a 4D asset's asset.json (`reconstruction.asset`; a Stage Two
   or animate workdir holds one). Each is rendered on Animate3D's test rig
   (`evaluation.clip_scores`) and scored against its static object and its prompt.
+  Other methods' 4D outputs enter as their renders in Animate3D's layout
+  (`clip_scores.read_rig_folder`: images/elv_{e}_azi_{a}/{t}.png, reference/, prompt.txt).
   -> Table 2.
 
 Per-item results are cached in WORKDIR/cache/<method>/<item>.json under a fingerprint
@@ -44,8 +46,8 @@ from t4a_jax.atomic import atomic_write
 from t4a_jax.evaluate.ablations import VARIANTS as ABLATION_VARIANTS
 from t4a_jax.evaluate.ablations import asset_videos, run_ablation, slug
 from t4a_jax.evaluate.tiny import prepare_tiny
-from t4a_jax.evaluation.clip_scores import (RIG_FRAMES, clip_4d_scores, rig_renders,
-                                            test_rig_views)
+from t4a_jax.evaluation.clip_scores import (FRONT_VIEW, clip_4d_scores, is_rig_folder,
+                                            read_rig_folder, rig_renders, rig_views)
 from t4a_jax.evaluation.networks import (EvaluationNetworks, check_weights, load_networks,
                                          weight_path)
 from t4a_jax.evaluation.tables import tables_markdown
@@ -111,12 +113,13 @@ def find_inputs(name: str, folder: str) -> MethodInputs:
         if is_clip(root):
             clips.append(root)
             dirs.clear()
-        elif _is_asset(root):
+        elif _is_asset(root) or is_rig_folder(root):
             assets.append(root)
             dirs.clear()
     if not clips and not assets:
         raise ValueError(f"method {name}: {folder} holds no clip folder (clip.json or "
-                         f"ROOT/videos/<uid>/<anim>) and no 4D asset ({INFO_FILE})")
+                         f"ROOT/videos/<uid>/<anim>), no 4D asset ({INFO_FILE}) and no "
+                         f"rig renders (images/elv_<e>_azi_<a>/)")
     return MethodInputs(name, folder, tuple(clips), tuple(assets))
 
 
@@ -189,22 +192,27 @@ def score_clip(networks: EvaluationNetworks, folder: str, *, flow, interpolator,
 
 def score_asset(networks: EvaluationNetworks, folder: str, config: ml_collections.ConfigDict
                 ) -> dict[str, Any]:
-    """The CLIP 4D scores of one 4D asset on the test rig (`clip_scores`)."""
-    asset = load_asset4d(folder)
-    if not asset.prompt:
-        raise ValueError(f"{os.path.join(folder, INFO_FILE)}: the asset has no prompt, "
-                         f"which CLIP-O/F(text) compare against")
-    views = test_rig_views(config.rig.size, config.rig.distance, config.rig.fovy)
-    frames = config.rig.frames
-    posed = [asset.at(t / (frames - 1)) for t in range(frames)]
-    renders, reference = rig_renders(posed, asset.canonical, views,
-                                     background=config.rig.background)
+    """The CLIP 4D scores of one 4D asset rendered on the test rig, or of another
+    method's rig renders (`clip_scores`)."""
+    if is_rig_folder(folder):
+        renders, reference, prompt, front = read_rig_folder(folder, config.rig.background)
+    else:
+        asset = load_asset4d(folder)
+        prompt, front = asset.prompt, FRONT_VIEW
+        views = rig_views(config.rig.size, config.rig.distance, config.rig.fovy)
+        frames = config.rig.frames
+        posed = [asset.at(t / (frames - 1)) for t in range(frames)]
+        renders, reference = rig_renders(posed, asset.canonical, views,
+                                         background=config.rig.background)
+    if not prompt:
+        raise ValueError(f"{folder}: the asset has no prompt, which CLIP-O/F(text) compare "
+                         f"against")
     v, t = renders.shape[:2]
     frame_embeds = networks.clip_image_embeds(renders.reshape((v * t,) + renders.shape[2:]))
     scores = clip_4d_scores(frame_embeds.reshape(v, t, -1),
                             networks.clip_image_embeds(reference),
-                            networks.clip_text_embeds([asset.prompt])[0])
-    return {"prompt": asset.prompt, **scores}
+                            networks.clip_text_embeds([prompt])[0], front)
+    return {"prompt": prompt, **scores}
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
