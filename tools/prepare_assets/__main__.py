@@ -1,0 +1,5 @@
+import sys
+
+from tools.prepare_assets.prepare import main
+
+sys.exit(main())
