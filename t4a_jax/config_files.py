@@ -3,12 +3,14 @@
 
     get_config("unet", "tiny_mvvdm")          # configs/unet.py:tiny_mvvdm
     get_config("path/to/my_config.py")        # any file with get_config
+    set_key(config, "loss.position_weight", 0.0)   # an existing key, by its dotted path
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
 import ml_collections
 
@@ -33,3 +35,20 @@ def get_config(name: str, variant: str | None = None) -> ml_collections.ConfigDi
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(variant)
+
+
+def set_key(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """Set the existing entry at the dotted path `key` ('loss.position_weight');
+    ValueError naming `key` when it does not exist (no new keys by typo) or `value` has
+    another type than the entry's."""
+    node, *path, leaf = [config, *key.split(".")]
+    for part in path:
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise ValueError(f"no config key {key!r}")
+        node = node[part]
+    if leaf not in node:
+        raise ValueError(f"no config key {key!r}")
+    try:
+        node[leaf] = value
+    except TypeError as e:               # ConfigDict keeps each field's type
+        raise ValueError(f"config key {key!r}: {e}") from None

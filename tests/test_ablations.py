@@ -35,8 +35,10 @@ def test_each_variant_is_its_base_with_one_switch(stage):
         for key, value in switches.items():
             assert changed[key] == value
     assert ablations.slug("w/o Corrs. Loss") == "wo_corrs_loss"
-    with pytest.raises(ValueError, match="'loss.no_such_weight': no such config key"):
+    with pytest.raises(ValueError, match="switch 'loss.no_such_weight': no config key"):
         ablations.variant_config(config.ablation.stage1, {"loss.no_such_weight": 0.0})
+    with pytest.raises(ValueError, match="config key 'features'"):
+        ablations.variant_config(config.ablation.stage2, {"features": 3})
 
 
 def test_bad_ablation_settings_are_named(tmp_path):

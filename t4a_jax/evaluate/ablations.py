@@ -35,6 +35,7 @@ from t4a_jax.reconstruction.asset import load_asset4d
 from t4a_jax.reconstruction.clips import clip_folders, load_clip, write_clip
 from t4a_jax.reconstruction.outputs import render_views
 from t4a_jax.render.views import ViewRenderer
+from t4a_jax.config_files import set_key
 from t4a_jax.models import load_bundle
 from t4a_jax.sampling import render_conditions, resolve, sample_videos
 from t4a_jax.stages import fingerprint, tree_digest
@@ -60,12 +61,10 @@ def variant_config(base: ml_collections.ConfigDict, switches: dict[str, Any]
     """A copy of `base` with the variant's switches (dotted keys) set."""
     config = ml_collections.ConfigDict(base.to_dict())
     for key, value in switches.items():
-        node, *path, leaf = [config, *key.split(".")]
-        for part in path:
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"ablation switch {key!r}: no such config key")
-        node[leaf] = value
+        try:
+            set_key(config, key, value)
+        except ValueError as e:
+            raise ValueError(f"ablation switch {key!r}: {e}") from None
     return config
 
 

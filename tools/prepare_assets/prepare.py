@@ -59,7 +59,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from t4a_jax.atomic import atomic_write
-from t4a_jax.config_files import get_config
+from t4a_jax.config_files import get_config, set_key
 from t4a_jax.render.assets import load_asset, normalise
 from t4a_jax.render.cameras import orbit_position
 from t4a_jax.render.gaussians import Gaussians
@@ -307,14 +307,10 @@ def load_config(path: str, overrides: Sequence[str]) -> ml_collections.ConfigDic
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             value = text
-        node, *path_parts, leaf = [config, *key.split(".")]
-        for part in path_parts:
-            if part not in node:
-                raise ValueError(f"--set {item!r}: no config key {key!r}")
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"--set {item!r}: no config key {key!r}")
-        node[leaf] = value
+        try:
+            set_key(config, key, value)
+        except ValueError as e:
+            raise ValueError(f"--set {item!r}: {e}") from None
     return config
 
 
