@@ -4,7 +4,8 @@
 clipping), and writes `.mp4` (H.264 through PyAV, MPEG-4 Part 2 where libx264 is
 missing, yuv420p) or `.gif` (Pillow) atomically. `read_video` decodes any container
 FFmpeg reads into uint8 frames [F, H, W, 3]. `jpeg_data_uri` makes one frame a
-`data:image/jpeg;base64,...` URI for self-contained HTML pages.
+`data:image/jpeg;base64,...` URI for self-contained HTML pages; `to_uint8` turns
+renders in [0, 1] into uint8 images.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def _as_uint8(frames: ArrayLike, path: str) -> np.ndarray:
                          f"got dtype {frames.dtype}")
     if not np.all(np.isfinite(frames)):
         raise ValueError(f"{path}: frames hold non-finite values")
-    return np.clip(np.rint(frames * 255.0), 0, 255).astype(np.uint8)
+    return to_uint8(frames)
+
+
+def to_uint8(images: ArrayLike) -> np.ndarray:
+    """Float images in [0, 1] (any shape) -> uint8, rounded, out-of-range values clipped."""
+    return np.clip(np.rint(np.asarray(images) * 255.0), 0, 255).astype(np.uint8)
 
 
 def _mp4_codec() -> str:

@@ -66,7 +66,7 @@ from t4a_jax.render.views import ViewRender, ViewRenderer, ViewSet
 from t4a_jax.sampling import render_conditions, resolve, sample_videos, tile_views
 from t4a_jax.stages import Done, Stages, file_digest
 from t4a_jax.training.loop import train
-from t4a_jax.video import read_video
+from t4a_jax.video import read_video, to_uint8
 
 STAGES = ("stage_one", "asset", "condition", "sample", "reconstruct", "export")
 GLTF_SUFFIXES = (".glb", ".gltf")
@@ -208,7 +208,7 @@ def make_condition(asset: Done, settings: ml_collections.ConfigDict, folder: str
     np.savez(os.path.join(folder, "condition.npz"), **views._asdict(),
              **{f"render_{k}": v for k, v in render._asdict().items()})
     for k, image in enumerate(render.colors):
-        Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(
+        Image.fromarray(to_uint8(image)).save(
             os.path.join(folder, f"view_{k}.png"))
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from t4a_jax.reconstruction import job as stage_two
 from t4a_jax.reconstruction.asset import load_asset4d
-from t4a_jax.reconstruction.clips import clip_folders, load_clip, write_clip
+from t4a_jax.reconstruction.clips import Clip, clip_folders, load_clip, write_clip
 from t4a_jax.reconstruction.outputs import render_views
 from t4a_jax.render.views import ViewRenderer
 from t4a_jax.config_files import set_key
@@ -40,6 +40,7 @@ from t4a_jax.models import load_bundle
 from t4a_jax.sampling import render_conditions, resolve, sample_videos
 from t4a_jax.stages import fingerprint, tree_digest
 from t4a_jax.training.loop import train
+from t4a_jax.video import to_uint8
 
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "stage1": {"Ours full": {},
@@ -121,13 +122,13 @@ def stage2_renders(config: ml_collections.ConfigDict, switches: dict[str, Any], 
     return pairs
 
 
-def asset_videos(clip_folder: str, asset_folder: str) -> np.ndarray:
+def asset_videos(clip: Clip, asset_folder: str) -> np.ndarray:
     """uint8 [V, F, H, W, 3]: the 4D asset at its clip's cameras, every frame, over the
     clip's background."""
-    clip, asset = load_clip(clip_folder), load_asset4d(asset_folder)
     h, w = clip.size
-    colors, _ = render_views(asset, clip, ViewRenderer(w, h, background=clip.background))
-    return np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8)
+    colors, _ = render_views(load_asset4d(asset_folder), clip,
+                             ViewRenderer(w, h, background=clip.background))
+    return to_uint8(colors)
 
 
 def run_ablation(stage: str, config: ml_collections.ConfigDict, workdir: str

@@ -46,16 +46,19 @@ from t4a_jax.atomic import atomic_write
 from t4a_jax.evaluate.ablations import VARIANTS as ABLATION_VARIANTS
 from t4a_jax.evaluate.ablations import asset_videos, run_ablation, slug
 from t4a_jax.evaluate.tiny import prepare_tiny
-from t4a_jax.evaluation.clip_scores import (FRONT_VIEW, clip_4d_scores, is_rig_folder,
-                                            read_rig_folder, rig_renders, rig_views)
+from t4a_jax.evaluation.clip_scores import (FRONT_VIEW, SCORE_NAMES, clip_4d_scores,
+                                            is_rig_folder, read_rig_folder, rig_renders,
+                                            rig_views)
 from t4a_jax.evaluation.networks import (EvaluationNetworks, check_weights, load_networks,
                                          weight_path)
 from t4a_jax.evaluation.tables import tables_markdown
 from t4a_jax.evaluation.video_scores import score_video, table1_row
+from t4a_jax.reconstruction.asset import FORMAT as ASSET_FORMAT
 from t4a_jax.reconstruction.asset import INFO_FILE, load_asset4d
 from t4a_jax.reconstruction.clips import is_clip, load_clip
 from t4a_jax.render.views import ViewRenderer
 from t4a_jax.stages import fingerprint, tree_digest
+from t4a_jax.video import to_uint8
 
 CACHE_DIR = "cache"
 METRICS_FILE = "metrics.json"
@@ -100,7 +103,7 @@ def _is_asset(folder: str) -> bool:
         return False
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f).get("format") == "t4a_jax.asset4d"
+            return json.load(f).get("format") == ASSET_FORMAT
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -141,8 +144,7 @@ def condition_images(clip) -> np.ndarray:
     background: the image each view's video animates."""
     h, w = clip.size
     renderer = ViewRenderer(w, h, background=clip.background)
-    colors = renderer(clip.canonical, clip.viewmats, clip.Ks).colors
-    return np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8)
+    return to_uint8(renderer(clip.canonical, clip.viewmats, clip.Ks).colors)
 
 
 def _item_key(root: str, folder: str) -> str:
@@ -183,7 +185,7 @@ def score_clip(networks: EvaluationNetworks, folder: str, *, flow, interpolator,
     or, with `asset` (a 4D asset folder), of that asset rendered at the clip's cameras
     (`ablations.asset_videos`), each against the clip's condition images."""
     clip = load_clip(folder)
-    videos = clip.videos if asset is None else asset_videos(folder, asset)
+    videos = clip.videos if asset is None else asset_videos(clip, asset)
     views = [score_video(networks, video, condition, flow=flow, interpolator=interpolator,
                          skip_first=skip_first)
              for video, condition in zip(videos, condition_images(clip))]
@@ -308,8 +310,7 @@ def _metrics(results, methods, config, checksums, flow, interpolator) -> dict[st
         entry["table1"] = table1_row(videos) if videos else None
         assets = list(entry["assets"].values())
         entry["table2"] = ({name: float(np.mean([a[name] for a in assets]))
-                            for name in ("clip_o_img", "clip_o_text", "clip_f_img",
-                                         "clip_f_text", "clip_c")} if assets else None)
+                            for name in SCORE_NAMES} if assets else None)
     not_computed = {}
     if flow is None:
         why = "RAFT: config.flow unset"

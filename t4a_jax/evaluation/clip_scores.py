@@ -53,6 +53,7 @@ from PIL import Image
 from t4a_jax.render.gaussians import Gaussians
 from t4a_jax.render.views import (ORBIT_DISTANCE, ORBIT_FOVY, ViewRenderer, ViewSet,
                                   ring_views)
+from t4a_jax.video import to_uint8
 
 RIG_ELEVATIONS = (15.0, 0.0, 30.0)
 RIG_AZIMUTHS = (0.0, 90.0, 180.0, 270.0)
@@ -78,7 +79,6 @@ def rig_renders(posed: Sequence[Gaussians], static: Gaussians, views: ViewSet, *
     uint8 [V, S, S, 3])."""
     size = int(round(views.Ks[0, 1, 2] * 2))
     renderer = renderer or ViewRenderer(size, size, background=background)
-    to_uint8 = lambda x: np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
     frames = [to_uint8(renderer(g, views.viewmats, views.Ks).colors) for g in posed]
     reference = to_uint8(renderer(static, views.viewmats, views.Ks).colors)
     return np.stack(frames, axis=1), reference

@@ -67,7 +67,7 @@ from t4a_jax.render.mesh import load_meshes
 from t4a_jax.render.ply import save_ply
 from t4a_jax.render.views import ViewRenderer, ring_views
 from t4a_jax.stages import file_digest, fingerprint
-from t4a_jax.video import write_video
+from t4a_jax.video import to_uint8, write_video
 
 MESH_EXTENSIONS = (".obj", ".glb", ".gltf", ".fbx", ".ply")
 BLENDER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blender_bake.py")
@@ -184,8 +184,7 @@ def preview_frames(gaussians: Gaussians, preview: ml_collections.ConfigDict) -> 
     """uint8 [frames, S, S, 3]: the Gaussians on a turntable."""
     views = ring_views(preview.frames, elevation=preview.elevation, size=preview.size)
     renderer = ViewRenderer(preview.size, preview.size, cameras_per_step=4)
-    colors = renderer(gaussians, views.viewmats, views.Ks).colors
-    return np.round(np.clip(colors, 0, 1) * 255).astype(np.uint8)
+    return to_uint8(renderer(gaussians, views.viewmats, views.Ks).colors)
 
 
 def _record(mesh: str, config: ml_collections.ConfigDict, bake_on: bool) -> str:
