@@ -59,7 +59,8 @@ def annotate(module: nnx.Module) -> nnx.Module:
     """Set `logical_axes` on every `nnx.Param` of `module` (see the module docstring),
     in place; returns `module`. Parameters already annotated keep their names."""
     for _, node in nnx.iter_graph(module):
-        layer_axes = _LAYER_AXES.get(type(node))
+        layer_axes = next((_LAYER_AXES[cls] for cls in type(node).__mro__
+                           if cls in _LAYER_AXES), None)           # subclasses too
         if layer_axes is None:
             continue
         for attr, axes in layer_axes.items():

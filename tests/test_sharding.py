@@ -109,7 +109,8 @@ def test_every_parameter_is_annotated_by_its_layer(name, build):
         assert len(axes) == len(param.shape), (name, path, axes, param.shape)
     checked = 0
     for path, node in nnx.iter_graph(model):
-        for attr, expected in _EXPECTED_AXES.get(type(node), {}).items():
+        layer = next((cls for cls in _EXPECTED_AXES if isinstance(node, cls)), None)
+        for attr, expected in _EXPECTED_AXES.get(layer, {}).items():
             param = getattr(node, attr, None)
             if param is not None:
                 assert param.get_metadata(sharding.LOGICAL_AXES) == expected, (path, attr)

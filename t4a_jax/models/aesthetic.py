@@ -16,6 +16,7 @@ import dataclasses
 import jax
 from flax import nnx
 
+from t4a_jax.models.layers import Linear
 from t4a_jax.sharding import annotate
 
 
@@ -31,7 +32,7 @@ class AestheticHead(nnx.Module):
 
     def __init__(self, config: AestheticHeadConfig, *, rngs: nnx.Rngs):
         self.config = config
-        self.linear = nnx.Linear(config.in_features, 1, rngs=rngs)
+        self.linear = Linear(config.in_features, 1, rngs=rngs)
         annotate(self)
 
     def __call__(self, embeds: jax.Array) -> jax.Array:

@@ -19,6 +19,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from t4a_jax.models.layers import Linear
 
 QUERY_CHUNK = 128
 CHUNKED_MIN_KEYS = 64
@@ -154,10 +155,10 @@ class Attention(nnx.Module):
         cross_dim = cross_dim or query_dim
         self.heads = heads
         self.implementation = implementation
-        self.to_q = nnx.Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
-        self.to_k = nnx.Linear(cross_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
-        self.to_v = nnx.Linear(cross_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
-        self.to_out = nnx.List([nnx.Linear(inner, query_dim, dtype=dtype, rngs=rngs)])
+        self.to_q = Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
+        self.to_k = Linear(cross_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
+        self.to_v = Linear(cross_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
+        self.to_out = nnx.List([Linear(inner, query_dim, dtype=dtype, rngs=rngs)])
 
     def __call__(self, x: jax.Array, context: jax.Array | None = None) -> jax.Array:
         context = x if context is None else context

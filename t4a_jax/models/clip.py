@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from t4a_jax.models.layers import LayerNorm, Linear
 from t4a_jax.sharding import annotate
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -169,7 +170,7 @@ class CLIPAttention(nnx.Module):
                  implementation: str | None = None, rngs: nnx.Rngs):
         self.heads = heads
         self.implementation = implementation
-        linear = lambda: nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+        linear = lambda: Linear(dim, dim, dtype=dtype, rngs=rngs)
         self.q_proj, self.k_proj = linear(), linear()
         self.v_proj, self.out_proj = linear(), linear()
 
@@ -186,8 +187,8 @@ class CLIPAttention(nnx.Module):
 class CLIPMLP(nnx.Module):
     def __init__(self, dim: int, hidden: int, act: str, *, dtype=jnp.float32, rngs: nnx.Rngs):
         self.act = _ACTIVATIONS[act]
-        self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, dim, dtype=dtype, rngs=rngs)
+        self.fc1 = Linear(dim, hidden, dtype=dtype, rngs=rngs)
+        self.fc2 = Linear(hidden, dim, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(self.act(self.fc1(x)))
@@ -201,10 +202,10 @@ class CLIPEncoderLayer(nnx.Module):
         d, eps = config.hidden_size, config.layer_norm_eps
         self.self_attn = CLIPAttention(d, config.num_attention_heads, dtype=dtype,
                                        implementation=implementation, rngs=rngs)
-        self.layer_norm1 = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.layer_norm1 = LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
         self.mlp = CLIPMLP(d, config.intermediate_size, config.hidden_act, dtype=dtype,
                            rngs=rngs)
-        self.layer_norm2 = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.layer_norm2 = LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, causal: bool = False) -> jax.Array:
         x = x + self.self_attn(self.layer_norm1(x), causal=causal)
@@ -248,7 +249,7 @@ class CLIPTextTransformer(nnx.Module):
         self.embeddings = CLIPTextEmbeddings(config, dtype=dtype, rngs=rngs)
         self.encoder = CLIPEncoder(config, dtype=dtype, implementation=implementation,
                                    rngs=rngs)
-        self.final_layer_norm = nnx.LayerNorm(config.hidden_size,
+        self.final_layer_norm = LayerNorm(config.hidden_size,
                                               epsilon=config.layer_norm_eps, dtype=dtype,
                                               rngs=rngs)
 
@@ -294,7 +295,7 @@ class CLIPTextModelWithProjection(CLIPTextModel):
     def __init__(self, config: CLIPTextConfig, *, dtype=jnp.float32,
                  implementation: str | None = None, rngs: nnx.Rngs):
         super().__init__(config, dtype=dtype, implementation=implementation, rngs=rngs)
-        self.text_projection = nnx.Linear(config.hidden_size, config.projection_dim,
+        self.text_projection = Linear(config.hidden_size, config.projection_dim,
                                           use_bias=False, dtype=dtype, rngs=rngs)
         annotate(self)
 
@@ -330,10 +331,10 @@ class CLIPVisionTransformer(nnx.Module):
                  implementation: str | None = None, rngs: nnx.Rngs):
         d, eps = config.hidden_size, config.layer_norm_eps
         self.embeddings = CLIPVisionEmbeddings(config, dtype=dtype, rngs=rngs)
-        self.pre_layrnorm = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.pre_layrnorm = LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
         self.encoder = CLIPEncoder(config, dtype=dtype, implementation=implementation,
                                    rngs=rngs)
-        self.post_layernorm = nnx.LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
+        self.post_layernorm = LayerNorm(d, epsilon=eps, dtype=dtype, rngs=rngs)
 
     def __call__(self, pixel_values: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
         """-> (pooled [N, D]: post_layernorm of the last CLS state, hidden states)."""
@@ -350,7 +351,7 @@ class CLIPVisionModelWithProjection(nnx.Module):
         self.config = config
         self.vision_model = CLIPVisionTransformer(config, dtype=dtype,
                                                   implementation=implementation, rngs=rngs)
-        self.visual_projection = nnx.Linear(config.hidden_size, config.projection_dim,
+        self.visual_projection = Linear(config.hidden_size, config.projection_dim,
                                             use_bias=False, dtype=dtype, rngs=rngs)
         annotate(self)
 

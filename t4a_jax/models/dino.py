@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from t4a_jax.models.clip import CLIPEncoder, CLIPVisionConfig
+from t4a_jax.models.layers import LayerNorm
 from t4a_jax.sharding import annotate
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -79,7 +80,7 @@ class DINOViT(nnx.Module):
         self.pos_embed = nnx.Param(init(rngs.params(), (1, tokens, d)))
         self.encoder = CLIPEncoder(config.blocks(), dtype=dtype,
                                    implementation=implementation, rngs=rngs)
-        self.norm = nnx.LayerNorm(d, epsilon=config.layer_norm_eps, dtype=dtype, rngs=rngs)
+        self.norm = LayerNorm(d, epsilon=config.layer_norm_eps, dtype=dtype, rngs=rngs)
         annotate(self)
 
     def __call__(self, pixel_values: jax.Array) -> jax.Array:

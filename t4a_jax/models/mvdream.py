@@ -45,6 +45,7 @@ import numpy as np
 from flax import nnx
 
 from t4a_jax.models.attention import Attention, attend
+from t4a_jax.models.layers import LayerNorm, Linear
 from t4a_jax.models.transformer import sinusoidal_table
 
 # Checkpoint key renames: processor-held weights become attributes of the module.
@@ -65,8 +66,8 @@ class CameraEmbedding(nnx.Module):
 
     def __init__(self, camera_dim: int = 16, embed_dim: int = 1280, *, dtype=jnp.float32,
                  rngs: nnx.Rngs):
-        self.linear_1 = nnx.Linear(camera_dim, embed_dim, dtype=dtype, rngs=rngs)
-        self.linear_2 = nnx.Linear(embed_dim, embed_dim, dtype=dtype, rngs=rngs)
+        self.linear_1 = Linear(camera_dim, embed_dim, dtype=dtype, rngs=rngs)
+        self.linear_2 = Linear(embed_dim, embed_dim, dtype=dtype, rngs=rngs)
 
     def __call__(self, camera: jax.Array) -> jax.Array:
         return self.linear_2(jax.nn.silu(self.linear_1(camera)))
@@ -119,10 +120,10 @@ class MultiViewI2VAttention(Attention):
                          implementation=implementation, rngs=rngs)
         inner = heads * head_dim
         if use_i2v:
-            self.to_q_i2v = nnx.Linear(query_dim, inner, use_bias=False, dtype=dtype,
+            self.to_q_i2v = Linear(query_dim, inner, use_bias=False, dtype=dtype,
                                        rngs=rngs)
             self.to_q_i2v.kernel[...] = self.to_q.kernel[...]
-            self.to_out_i2v = nnx.Linear(inner, inner, dtype=dtype,
+            self.to_out_i2v = Linear(inner, inner, dtype=dtype,
                                          kernel_init=nnx.initializers.zeros, rngs=rngs)
         else:
             self.to_q_i2v = self.to_out_i2v = None
@@ -165,9 +166,9 @@ class ImageProjection(nnx.Module):
     def __init__(self, image_embed_dim: int = 1024, cross_dim: int = 768,
                  num_tokens: int = 4, *, dtype=jnp.float32, rngs: nnx.Rngs):
         self.num_tokens = num_tokens
-        self.proj = nnx.Linear(image_embed_dim, num_tokens * cross_dim, dtype=dtype,
+        self.proj = Linear(image_embed_dim, num_tokens * cross_dim, dtype=dtype,
                                rngs=rngs)
-        self.norm = nnx.LayerNorm(cross_dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
+        self.norm = LayerNorm(cross_dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
 
     def __call__(self, image_embeds: jax.Array) -> jax.Array:
         tokens = self.proj(image_embeds)
@@ -194,9 +195,9 @@ class IPAdapterCrossAttention(Attention):
                          dtype=dtype, implementation=implementation, rngs=rngs)
         inner = heads * head_dim
         self.ip_scale = ip_scale
-        self.to_k_ip = nnx.List([nnx.Linear(cross_dim, inner, use_bias=False, dtype=dtype,
+        self.to_k_ip = nnx.List([Linear(cross_dim, inner, use_bias=False, dtype=dtype,
                                             rngs=rngs)])
-        self.to_v_ip = nnx.List([nnx.Linear(cross_dim, inner, use_bias=False, dtype=dtype,
+        self.to_v_ip = nnx.List([Linear(cross_dim, inner, use_bias=False, dtype=dtype,
                                             rngs=rngs)])
 
     def __call__(self, x: jax.Array, context: jax.Array,
@@ -299,10 +300,10 @@ class SpatioTemporalAttention(Attention):
         super().__init__(query_dim, heads=heads, head_dim=head_dim, dtype=dtype,
                          implementation=implementation, rngs=rngs)
         inner = heads * head_dim
-        self.to_q_sp = nnx.Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
-        self.to_k_sp = nnx.Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
-        self.to_v_sp = nnx.Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
-        self.to_out_sp = nnx.Linear(inner, query_dim, dtype=dtype, rngs=rngs)
+        self.to_q_sp = Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
+        self.to_k_sp = Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
+        self.to_v_sp = Linear(query_dim, inner, use_bias=False, dtype=dtype, rngs=rngs)
+        self.to_out_sp = Linear(inner, query_dim, dtype=dtype, rngs=rngs)
         self.time_pos_embed = SinusoidalPositionalEmbedding(query_dim, max_frames)
         self.alpha_blender = AlphaBlender(0.0)
 

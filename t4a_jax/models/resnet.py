@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from t4a_jax.models.layers import GroupNorm, Linear
 
 
 class ResnetBlock2D(nnx.Module):
@@ -19,13 +20,13 @@ class ResnetBlock2D(nnx.Module):
     def __init__(self, in_channels: int, out_channels: int, *, temb_channels: int | None,
                  groups: int = 32, eps: float = 1e-6, dtype=jnp.float32,
                  rngs: nnx.Rngs):
-        self.norm1 = nnx.GroupNorm(in_channels, num_groups=groups, epsilon=eps, dtype=dtype,
+        self.norm1 = GroupNorm(in_channels, num_groups=groups, epsilon=eps, dtype=dtype,
                                    rngs=rngs)
         self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), padding=((1, 1), (1, 1)),
                               dtype=dtype, rngs=rngs)
-        self.time_emb_proj = (nnx.Linear(temb_channels, out_channels, dtype=dtype, rngs=rngs)
+        self.time_emb_proj = (Linear(temb_channels, out_channels, dtype=dtype, rngs=rngs)
                               if temb_channels else None)
-        self.norm2 = nnx.GroupNorm(out_channels, num_groups=groups, epsilon=eps, dtype=dtype,
+        self.norm2 = GroupNorm(out_channels, num_groups=groups, epsilon=eps, dtype=dtype,
                                    rngs=rngs)
         self.conv2 = nnx.Conv(out_channels, out_channels, (3, 3), padding=((1, 1), (1, 1)),
                               dtype=dtype, rngs=rngs)

@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx, struct
 
 from t4a_jax.models.attention import Attention
+from t4a_jax.models.layers import GroupNorm, LayerNorm, Linear
 
 _LAYER_NORM_EPS = 1e-5     # every LayerNorm of a BasicTransformerBlock
 _TRANSFORMER_NORM_EPS = 1e-6  # the GroupNorm in front of Transformer2DModel / motion module
@@ -100,7 +101,7 @@ class GEGLU(nnx.Module):
     """`proj` to 2*inner channels, split into (h, gate), h * GELU(gate) (exact GELU)."""
 
     def __init__(self, dim: int, inner: int, *, dtype: Any, rngs: nnx.Rngs):
-        self.proj = nnx.Linear(dim, 2 * inner, dtype=dtype, rngs=rngs)
+        self.proj = Linear(dim, 2 * inner, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h, gate = jnp.split(self.proj(x), 2, axis=-1)
@@ -113,7 +114,7 @@ class FeedForward(nnx.Module):
 
     def __init__(self, dim: int, *, mult: int = 4, dtype: Any, rngs: nnx.Rngs):
         self.net = nnx.List([GEGLU(dim, mult * dim, dtype=dtype, rngs=rngs), None,
-                             nnx.Linear(mult * dim, dim, dtype=dtype, rngs=rngs)])
+                             Linear(mult * dim, dim, dtype=dtype, rngs=rngs)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.net[2](self.net[0](x))
@@ -127,7 +128,7 @@ class BasicTransformerBlock(nnx.Module):
 
     def __init__(self, dim: int, attn1: nnx.Module, attn2: nnx.Module, *, dtype: Any,
                  rngs: nnx.Rngs):
-        norm = lambda: nnx.LayerNorm(dim, epsilon=_LAYER_NORM_EPS, dtype=dtype, rngs=rngs)
+        norm = lambda: LayerNorm(dim, epsilon=_LAYER_NORM_EPS, dtype=dtype, rngs=rngs)
         self.norm1 = norm()
         self.attn1 = attn1
         self.norm2 = norm()
@@ -148,10 +149,10 @@ class Transformer2DModel(nnx.Module):
 
     def __init__(self, channels: int, blocks: Sequence[BasicTransformerBlock], *,
                  groups: int, use_linear_projection: bool, dtype: Any, rngs: nnx.Rngs):
-        self.norm = nnx.GroupNorm(channels, num_groups=groups, epsilon=_TRANSFORMER_NORM_EPS,
+        self.norm = GroupNorm(channels, num_groups=groups, epsilon=_TRANSFORMER_NORM_EPS,
                                   dtype=dtype, rngs=rngs)
         if use_linear_projection:
-            proj = lambda: nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
+            proj = lambda: Linear(channels, channels, dtype=dtype, rngs=rngs)
         else:
             proj = lambda: nnx.Conv(channels, channels, (1, 1), dtype=dtype, rngs=rngs)
         self.proj_in = proj()
@@ -173,11 +174,11 @@ class MotionModule(nnx.Module):
 
     def __init__(self, channels: int, blocks: Sequence[BasicTransformerBlock], *,
                  groups: int, eps: float, dtype: Any, rngs: nnx.Rngs):
-        self.norm = nnx.GroupNorm(channels, num_groups=groups, epsilon=eps, dtype=dtype,
+        self.norm = GroupNorm(channels, num_groups=groups, epsilon=eps, dtype=dtype,
                                   rngs=rngs)
-        self.proj_in = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.proj_in = Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.transformer_blocks = nnx.List(blocks)
-        self.proj_out = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.proj_out = Linear(channels, channels, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, cond: Conditioning) -> jax.Array:
         nf, h, w, c = x.shape

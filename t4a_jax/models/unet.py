@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from t4a_jax.models.layers import GroupNorm, Linear
 from t4a_jax.models.mvdream import CameraEmbedding, ImageProjection
 from t4a_jax.models.transformer import Conditioning
 from t4a_jax.models.unet_blocks import AttentionFactory, DownBlock, MidBlock, UpBlock
@@ -87,8 +88,8 @@ class TimestepEmbedding(nnx.Module):
     """`time_embedding`: linear_1 -> SiLU -> linear_2."""
 
     def __init__(self, in_dim: int, dim: int, *, dtype: Any, rngs: nnx.Rngs):
-        self.linear_1 = nnx.Linear(in_dim, dim, dtype=dtype, rngs=rngs)
-        self.linear_2 = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
+        self.linear_1 = Linear(in_dim, dim, dtype=dtype, rngs=rngs)
+        self.linear_2 = Linear(dim, dim, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.linear_2(jax.nn.silu(self.linear_1(x)))
@@ -147,7 +148,7 @@ class UNet(nnx.Module):
                 attention=attention, rngs=rngs))
             prev = channels[level]
         self.up_blocks = nnx.List(up_blocks)
-        self.conv_norm_out = nnx.GroupNorm(channels[0], num_groups=config.norm_num_groups,
+        self.conv_norm_out = GroupNorm(channels[0], num_groups=config.norm_num_groups,
                                            epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
         self.conv_out = conv3(channels[0], config.out_channels)
         annotate(self)

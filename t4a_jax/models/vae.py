@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from t4a_jax.models.attention import attend
+from t4a_jax.models.layers import GroupNorm, Linear
 from t4a_jax.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from t4a_jax.sharding import annotate
 
@@ -62,12 +63,12 @@ class SpatialSelfAttention(nnx.Module):
     biased q/k/v projections -> output projection, plus the input (residual)."""
 
     def __init__(self, channels: int, *, groups: int, dtype=jnp.float32, rngs: nnx.Rngs):
-        self.group_norm = nnx.GroupNorm(channels, num_groups=groups, epsilon=_EPS,
+        self.group_norm = GroupNorm(channels, num_groups=groups, epsilon=_EPS,
                                         dtype=dtype, rngs=rngs)
-        self.to_q = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
-        self.to_k = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
-        self.to_v = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
-        self.to_out = nnx.List([nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)])
+        self.to_q = Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.to_k = Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.to_v = Linear(channels, channels, dtype=dtype, rngs=rngs)
+        self.to_out = nnx.List([Linear(channels, channels, dtype=dtype, rngs=rngs)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x [N, H, W, C] -> [N, H, W, C]."""
@@ -154,7 +155,7 @@ class Encoder(nnx.Module):
         self.mid_block = UNetMidBlock2D(channels[-1], groups=groups,
                                         add_attention=config.mid_block_add_attention,
                                         dtype=dtype, rngs=rngs)
-        self.conv_norm_out = nnx.GroupNorm(channels[-1], num_groups=groups, epsilon=_EPS,
+        self.conv_norm_out = GroupNorm(channels[-1], num_groups=groups, epsilon=_EPS,
                                            dtype=dtype, rngs=rngs)
         self.conv_out = nnx.Conv(channels[-1], 2 * config.latent_channels, (3, 3),
                                  padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
@@ -185,7 +186,7 @@ class Decoder(nnx.Module):
                              num_layers=config.layers_per_block + 1, groups=groups,
                              add_upsample=i < len(channels) - 1, dtype=dtype, rngs=rngs)
             for i in range(len(channels))])
-        self.conv_norm_out = nnx.GroupNorm(channels[0], num_groups=groups, epsilon=_EPS,
+        self.conv_norm_out = GroupNorm(channels[0], num_groups=groups, epsilon=_EPS,
                                            dtype=dtype, rngs=rngs)
         self.conv_out = nnx.Conv(channels[0], config.out_channels, (3, 3),
                                  padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)

@@ -1,0 +1,154 @@
+"""Linear, GroupNorm and LayerNorm: flax.nnx's layers (same parameters, names, init and
+forward results) whose backward passes reduce over tokens as 2-D column sums.
+
+Why: the gradient of a per-channel parameter (a bias, a norm's scale and shift) sums the
+cotangent over every leading axis of [N, F, H, W, C]. XLA:CPU (jaxlib 0.10) compiles a
+reduction over several axes into a generic loop 5-20x slower than the same sum over an
+[M, C] view, folds a plain reshape back into it, and with the reduce-fusion workaround
+(`t4a_jax.xla_workarounds`) YNNPACK cannot take it either. Here the reductions run on
+explicit [rows, S, C] views behind an optimization barrier on CPU (elsewhere the views
+are plain reshapes), through custom VJPs:
+
+- `add_bias(y, bias)`: y + bias; d bias = `column_sum` of the cotangent;
+- `normalize(x, scale, bias, groups, eps)`: group normalisation of x [N, S, C] over S and
+  the C / groups channels of each group (LayerNorm is S = 1, groups = 1), two-pass
+  statistics in float32 or wider, and a backward pass that needs two token sums.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+def _token_view(x: jax.Array, rows: int) -> jax.Array:
+    """x as [rows, S, C] (S = everything between), kept as that shape on CPU."""
+    view = x.reshape(rows, -1, x.shape[-1])
+    if jax.default_backend() == "cpu":
+        view = jax.lax.optimization_barrier(view)
+    return view
+
+
+def token_sum(x: jax.Array) -> jax.Array:
+    """[N, ..., C] -> [N, C]: the sum over every axis between the first and the last."""
+    return jnp.sum(_token_view(x, x.shape[0]), axis=1)
+
+
+def column_sum(x: jax.Array) -> jax.Array:
+    """[..., C] -> [C]: the sum over every axis but the last."""
+    return jnp.sum(_token_view(x, 1), axis=1)[0]
+
+
+@jax.custom_vjp
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """y [..., C] + bias [C] (bias cast to y's dtype)."""
+    return y + bias.astype(y.dtype)
+
+
+def _add_bias_fwd(y, bias):
+    return add_bias(y, bias), bias          # kept for its dtype only
+
+
+def _add_bias_bwd(bias, d_out):
+    return d_out, column_sum(d_out).astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def _per_channel(stat: jax.Array, channels: int) -> jax.Array:
+    """[N, G] -> [N, 1, C]: each group's statistic repeated over its channels."""
+    n, groups = stat.shape
+    return jnp.repeat(stat, channels // groups, axis=1)[:, None, :]
+
+
+def _group_mean(per_channel_sum: jax.Array, groups: int, count: int) -> jax.Array:
+    """[N, C] sums over S -> [N, G] means over S x (C / G)."""
+    n, c = per_channel_sum.shape
+    return per_channel_sum.reshape(n, groups, c // groups).sum(-1) / count
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int,
+              eps: float) -> jax.Array:
+    """(x - mean) / sqrt(var + eps) * scale + bias for x [N, S, C], the statistics over S
+    and each group's C / `groups` channels; scale, bias [C]. Computed in float32 (float64
+    for float64 inputs), returned in x's dtype."""
+    return _normalize_fwd(x, scale, bias, groups, eps)[0]
+
+
+def _statistics(x, groups):
+    n, s, c = x.shape
+    count = s * (c // groups)
+    mean = _group_mean(token_sum(x), groups, count)                   # [N, G]
+    centred = x - _per_channel(mean, c)
+    var = _group_mean(token_sum(centred * centred), groups, count)
+    return centred, mean, var
+
+
+def _normalize_fwd(x, scale, bias, groups, eps):
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    centred, mean, var = _statistics(x.astype(acc), groups)
+    inv_std = jax.lax.rsqrt(var + eps)                                  # [N, G]
+    y = centred * _per_channel(inv_std, x.shape[-1]) * scale.astype(acc) + bias.astype(acc)
+    return y.astype(x.dtype), (x, mean, inv_std, scale, bias)
+
+
+def _normalize_bwd(groups, eps, residuals, d_out):
+    x, mean, inv_std, scale, bias = residuals
+    acc = inv_std.dtype
+    n, s, c = x.shape
+    inv_std_c = _per_channel(inv_std, c)
+    normalized = (x.astype(acc) - _per_channel(mean, c)) * inv_std_c
+    d_out = d_out.astype(acc)
+    d_sum = token_sum(d_out)                                            # [N, C]
+    d_dot = token_sum(d_out * normalized)                               # [N, C]
+    scale_acc = scale.astype(acc)
+    mean_d = _group_mean(d_sum * scale_acc, groups, s * (c // groups))
+    mean_d_dot = _group_mean(d_dot * scale_acc, groups, s * (c // groups))
+    d_x = inv_std_c * (d_out * scale_acc - _per_channel(mean_d, c)
+                       - normalized * _per_channel(mean_d_dot, c))
+    return (d_x.astype(x.dtype), column_sum(d_dot).astype(scale.dtype),
+            column_sum(d_sum).astype(bias.dtype))
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
+class Linear(nnx.Linear):
+    """`nnx.Linear` with the bias added by `add_bias`."""
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        if self.bias is None:
+            return super().__call__(inputs)
+        kernel, bias = self.kernel[...], self.bias[...]
+        inputs, kernel, bias = self.promote_dtype((inputs, kernel, bias), dtype=self.dtype)
+        y = self.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())),
+                             precision=self.precision)
+        return add_bias(y, bias)
+
+
+class GroupNorm(nnx.GroupNorm):
+    """`nnx.GroupNorm` (statistics over every axis but the first, per group of channels;
+    scale and bias required) computed by `normalize`."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x, scale, bias = self.promote_dtype((x, self.scale[...], self.bias[...]),
+                                            dtype=self.dtype)
+        y = normalize(x.reshape(x.shape[0], -1, x.shape[-1]), scale, bias,
+                      self.num_groups, self.epsilon)
+        return y.reshape(x.shape)
+
+
+class LayerNorm(nnx.LayerNorm):
+    """`nnx.LayerNorm` over the last axis (scale and bias required) computed by
+    `normalize`."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x, scale, bias = self.promote_dtype((x, self.scale[...], self.bias[...]),
+                                            dtype=self.dtype)
+        y = normalize(x.reshape(-1, 1, x.shape[-1]), scale, bias, 1, self.epsilon)
+        return y.reshape(x.shape)
