@@ -1,4 +1,5 @@
-"""Work around XLA CPU compiler bugs that give silently wrong results, before JAX starts.
+"""Set XLA's CPU options before JAX starts: one against a miscompilation that gives
+silently wrong results, one for speed.
 
 jaxlib 0.10.x: XLA's CPU backend offloads fused reductions to YNNPACK and then
 miscomputes some of them. A reduction divided by another reduction of a broadcast
@@ -7,11 +8,17 @@ operand, such as a cosine similarity of feature maps against descriptors,
     x [2, 4096, 3], y [16, 1, 3]:  jnp.sum(x[:, None] * y, -1) / jnp.sum(x * x, -1)[:, None]
 
 is off by up to ~40 under `jax.jit` (exact in eager mode and with the flag below); small
-arrays are unaffected, so tiny tests can miss it. `apply()` adds
-`--xla_cpu_experimental_ynn_fusion_type=-reduce` to `XLA_FLAGS` (keeping YNNPACK for
-dots and convolutions) unless the user set that flag. It runs when `t4a_jax` is
+arrays are unaffected, so tiny tests can miss it. Its convolutions also go to YNNPACK,
+which computes a filter gradient as a large-window convolution plus transposes, about 3x
+slower than XLA's own (Eigen) convolution; routing them back makes the tiny U-Net's
+forward 8 % and forward + backward 5 % faster (`benchmarks/unet.py`).
+
+`apply()` adds `FLAG` (`--xla_cpu_experimental_ynn_fusion_type=-reduce,
+-individual_convolution`: no YNNPACK reduce fusions, no YNNPACK convolutions; dots stay
+on YNNPACK) to `XLA_FLAGS` unless the user set that option. It runs when `t4a_jax` is
 imported and only takes effect if no JAX backend is initialised yet, so import t4a_jax
-before running JAX computations; `tests/test_xla_workarounds.py` checks the case above.
+before running JAX computations; `tests/test_xla_workarounds.py` checks the case above
+(and that it still fails without the flag, so a jaxlib that fixes it is noticed).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import sys
 import warnings
 
-FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce,-individual_convolution"
 _AFFECTED_JAXLIB = ((0, 10),)       # (major, minor) releases known to need the flag
 
 

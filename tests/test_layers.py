@@ -12,7 +12,8 @@ from flax import nnx
 
 torch = pytest.importorskip("torch")
 
-from t4a_jax.models.layers import GroupNorm, LayerNorm, Linear, column_sum, token_sum  # noqa: E402
+from t4a_jax.models.layers import (  # noqa: E402
+    GroupNorm, LayerNorm, Linear, column_sum, gelu, token_sum)
 
 
 def _torch_grads(module, x, cotangent, channels_first):
@@ -142,3 +143,13 @@ def test_token_and_column_sums():
                                atol=1e-5)
     np.testing.assert_allclose(np.asarray(jax.jit(column_sum)(x)), x.sum((0, 1, 2)),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_gelu_matches_torch_exact_gelu():
+    x = np.linspace(-8, 8, 4001)
+    expected = torch.nn.functional.gelu(torch.tensor(x)).numpy()
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x))), expected, rtol=1e-12,
+                                   atol=1e-14)
+    np.testing.assert_allclose(np.asarray(jax.jit(gelu)(jnp.asarray(x, jnp.float32))), expected,
+                               rtol=0, atol=2e-6)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from t4a_jax.models.layers import LayerNorm, Linear
+from t4a_jax.models.layers import LayerNorm, Linear, gelu
 from t4a_jax.sharding import annotate
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -34,7 +34,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _ACTIVATIONS = {
     "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": gelu,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
 }

@@ -29,7 +29,7 @@ import numpy as np
 from flax import nnx, struct
 
 from t4a_jax.models.attention import Attention
-from t4a_jax.models.layers import GroupNorm, LayerNorm, Linear
+from t4a_jax.models.layers import GroupNorm, LayerNorm, Linear, gelu
 
 _LAYER_NORM_EPS = 1e-5     # every LayerNorm of a BasicTransformerBlock
 _TRANSFORMER_NORM_EPS = 1e-6  # the GroupNorm in front of Transformer2DModel / motion module
@@ -105,7 +105,7 @@ class GEGLU(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h, gate = jnp.split(self.proj(x), 2, axis=-1)
-        return h * jax.nn.gelu(gate, approximate=False)
+        return h * gelu(gate)
 
 
 class FeedForward(nnx.Module):
