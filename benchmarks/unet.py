@@ -3,6 +3,7 @@
     python benchmarks/unet.py                                  # tiny config, 2 x 8 x 32x32
     python benchmarks/unet.py --batch 4 --frames 16 --size 32 --iters 5
     python benchmarks/unet.py --full                           # sd15, forward only
+    python benchmarks/unet.py --profile 25                     # + where the time goes
 
 Both networks have the same config (`configs/unet.py:tiny`, or `:sd15` with `--full`) and
 the same random weights: the PyTorch model is built first, saved with `save_pretrained`
@@ -16,7 +17,9 @@ compile time is reported apart. PyTorch: eager, `torch.no_grad()` for the forwar
 `loss.backward()` for forward + backward, `torch.set_num_threads` = the cores this
 process may use (`--threads` to change). Each time is the median of `--iters` runs after
 one warm-up. The sanity columns are max |JAX - PyTorch| of the forward output and of the
-`conv_in` weight gradient.
+`conv_in` weight gradient. `--profile K` then prints the K largest items of each side's
+forward + backward: XLA:CPU thunk thread time by JAX operation (`xla_profile`) and the
+torch profiler's self CPU time by operator.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from flax import nnx
 
+from xla_profile import format_table, op_times  # benchmarks/, the script's folder
 from t4a_jax.config_files import get_config
 from t4a_jax.models.unet import UNet
 from t4a_jax.models.unet_config import UNetConfig
@@ -184,6 +188,14 @@ def run(args: argparse.Namespace) -> None:
         print(f"| {label:<5} | {fmt(row['forward']):>10} | {fmt(row.get('backward')):>10} "
               f"| {diff(diff_out) if impl == 'jax' else 'ref':>10} "
               f"| {diff(diff_grad) if impl == 'jax' else 'ref':>19} |")
+    if args.profile and not args.full:
+        print(f"\nJAX forward + backward, XLA:CPU thunks (thread ms per step):\n")
+        print(format_table(op_times(jax_step, (params, *inputs, target)), top=args.profile))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            for _ in range(2):
+                torch_step()
+        print("\nPyTorch forward + backward, profiler (self CPU time over 2 steps):\n")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile))
 
 
 def main() -> None:
@@ -198,6 +210,8 @@ def main() -> None:
                              "which XLA's CPU pool uses too)")
     parser.add_argument("--init-std", type=float, default=0.05,
                         help="std of the random weights")
+    parser.add_argument("--profile", type=int, default=0, metavar="K",
+                        help="print the K largest items of both forward+backward profiles")
     parser.add_argument("--full", action="store_true",
                         help="the sd15 config, forward only (about 20 GB of host memory: "
                              "both models, the saved folder and the loaded state dict)")
