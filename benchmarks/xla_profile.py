@@ -36,7 +36,8 @@ def _instruction_operations(hlo_text: str) -> dict[str, str]:
         match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ ", line)
         if match:
             op = re.search(r'op_name="([^"]*)"', line)
-            operations[match.group(1)] = re.sub(r"^jit\([^)]*\)/", "", op.group(1)) if op else ""
+            name = op.group(1) if op else ""
+            operations[match.group(1)] = re.sub(r"^jit\([^)]*\)/", "", name)
     return operations
 
 

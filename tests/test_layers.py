@@ -51,6 +51,18 @@ def _check(jax_result, torch_result, names):
                                    rtol=1e-9, atol=1e-9, err_msg=ours)
 
 
+def _check_norm(ours, theirs, x, cotangent, rng, channels_first):
+    """Random float64 scale and bias in both norms, then `_check` (call under x64)."""
+    _randomize(ours, rng)
+    theirs = theirs.double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(np.asarray(ours.scale[...])))
+        theirs.bias.copy_(torch.tensor(np.asarray(ours.bias[...])))
+    _check(_jax_grads(ours, x, cotangent),
+           _torch_grads(theirs, x, cotangent, channels_first=channels_first),
+           {"scale": "weight", "bias": "bias"})
+
+
 @pytest.mark.parametrize("shape, groups", [((3, 5, 6, 8), 4), ((2, 3, 4, 5, 12), 3),
                                            ((4, 7, 6), 1)])
 def test_group_norm_matches_torch_in_float64(shape, groups):
@@ -61,14 +73,8 @@ def test_group_norm_matches_torch_in_float64(shape, groups):
     with jax.enable_x64(True):
         ours = GroupNorm(channels, num_groups=groups, epsilon=1e-5, dtype=jnp.float64,
                          param_dtype=jnp.float64, rngs=nnx.Rngs(0))
-        _randomize(ours, rng)
-        theirs = torch.nn.GroupNorm(groups, channels, eps=1e-5).double()
-        with torch.no_grad():
-            theirs.weight.copy_(torch.tensor(np.asarray(ours.scale[...])))
-            theirs.bias.copy_(torch.tensor(np.asarray(ours.bias[...])))
-        _check(_jax_grads(ours, x, cotangent),
-               _torch_grads(theirs, x, cotangent, channels_first=True),
-               {"scale": "weight", "bias": "bias"})
+        _check_norm(ours, torch.nn.GroupNorm(groups, channels, eps=1e-5), x, cotangent,
+                    rng, channels_first=True)
 
 
 def test_layer_norm_matches_torch_in_float64():
@@ -78,14 +84,8 @@ def test_layer_norm_matches_torch_in_float64():
     with jax.enable_x64(True):
         ours = LayerNorm(16, epsilon=1e-6, dtype=jnp.float64, param_dtype=jnp.float64,
                          rngs=nnx.Rngs(0))
-        _randomize(ours, rng)
-        theirs = torch.nn.LayerNorm(16, eps=1e-6).double()
-        with torch.no_grad():
-            theirs.weight.copy_(torch.tensor(np.asarray(ours.scale[...])))
-            theirs.bias.copy_(torch.tensor(np.asarray(ours.bias[...])))
-        _check(_jax_grads(ours, x, cotangent),
-               _torch_grads(theirs, x, cotangent, channels_first=False),
-               {"scale": "weight", "bias": "bias"})
+        _check_norm(ours, torch.nn.LayerNorm(16, eps=1e-6), x, cotangent, rng,
+                    channels_first=False)
 
 
 def test_linear_matches_torch_in_float64():
@@ -111,10 +111,12 @@ def test_linear_matches_torch_in_float64():
 def test_same_parameters_and_forward_as_flax_layers():
     rng = np.random.default_rng(5)
     x = jnp.asarray(rng.normal(size=(2, 4, 4, 8)).astype(np.float32))
-    for ours, flax_layer in ((Linear(8, 6, rngs=nnx.Rngs(1)), nnx.Linear(8, 6, rngs=nnx.Rngs(1))),
-                             (GroupNorm(8, num_groups=2, rngs=nnx.Rngs(1)),
-                              nnx.GroupNorm(8, num_groups=2, rngs=nnx.Rngs(1))),
-                             (LayerNorm(8, rngs=nnx.Rngs(1)), nnx.LayerNorm(8, rngs=nnx.Rngs(1)))):
+    pairs = ((Linear, nnx.Linear, (8, 6), {}),
+             (GroupNorm, nnx.GroupNorm, (8,), {"num_groups": 2}),
+             (LayerNorm, nnx.LayerNorm, (8,), {}))
+    for ours_class, flax_class, args, kwargs in pairs:
+        ours = ours_class(*args, **kwargs, rngs=nnx.Rngs(1))
+        flax_layer = flax_class(*args, **kwargs, rngs=nnx.Rngs(1))
         _randomize(ours, rng)
         ours_state, flax_state = nnx.state(ours, nnx.Param), nnx.state(flax_layer, nnx.Param)
         assert jax.tree.structure(ours_state) == jax.tree.structure(flax_state)
@@ -151,5 +153,5 @@ def test_gelu_matches_torch_exact_gelu():
     with jax.enable_x64(True):
         np.testing.assert_allclose(np.asarray(gelu(jnp.asarray(x))), expected, rtol=1e-12,
                                    atol=1e-14)
-    np.testing.assert_allclose(np.asarray(jax.jit(gelu)(jnp.asarray(x, jnp.float32))), expected,
-                               rtol=0, atol=2e-6)
+    float32 = jax.jit(gelu)(jnp.asarray(x, jnp.float32))
+    np.testing.assert_allclose(np.asarray(float32), expected, rtol=0, atol=2e-6)
