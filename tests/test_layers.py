@@ -138,6 +138,14 @@ def test_bfloat16_layers_keep_dtype_and_give_float32_accurate_gradients():
         norm).scale[...]
     assert d_scale.dtype == jnp.bfloat16
 
+    linear = Linear(8, 4, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    tokens = jnp.asarray(rng.normal(size=(64, 64, 8)), jnp.bfloat16)
+    cotangent = rng.normal(size=(64, 64, 4)) + 0.5        # 4096 summands per bias entry
+    d_bias = jax.grad(lambda m: jnp.sum(m(tokens).astype(jnp.float32) * cotangent))(
+        linear).bias[...]
+    np.testing.assert_allclose(np.asarray(d_bias, np.float32), cotangent.sum((0, 1)),
+                               rtol=1e-2)
+
 
 def test_token_and_column_sums():
     x = np.random.default_rng(7).normal(size=(3, 4, 5, 6)).astype(np.float32)

@@ -10,7 +10,8 @@ the reduce-fusion workaround (`t4a_jax.xla_workarounds`) YNNPACK cannot take it 
 Here the reductions run on explicit [rows, S, C] views behind an optimization barrier on
 CPU (elsewhere the views are plain reshapes), through custom VJPs:
 
-- `add_bias(y, bias)`: y + bias; d bias = `column_sum` of the cotangent;
+- `add_bias(y, bias)`: y + bias; d bias = `column_sum` of the cotangent (in float32 or
+  wider);
 - `normalize(x, scale, bias, groups, eps)`: group normalisation of x [N, S, C] over S and
   the C / groups channels of each group (LayerNorm is S = 1, groups = 1), two-pass
   statistics in float32 or wider, and a backward pass that needs two token sums.
@@ -65,7 +66,8 @@ def _add_bias_fwd(y, bias):
 
 
 def _add_bias_bwd(bias, d_out):
-    return d_out, column_sum(d_out).astype(bias.dtype)
+    total = column_sum(d_out.astype(jnp.promote_types(d_out.dtype, jnp.float32)))
+    return d_out, total.astype(bias.dtype)
 
 
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
