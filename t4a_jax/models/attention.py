@@ -20,6 +20,7 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
 from t4a_jax.models.layers import Linear
 
 QUERY_CHUNK = 128

@@ -250,8 +250,8 @@ class CLIPTextTransformer(nnx.Module):
         self.encoder = CLIPEncoder(config, dtype=dtype, implementation=implementation,
                                    rngs=rngs)
         self.final_layer_norm = LayerNorm(config.hidden_size,
-                                              epsilon=config.layer_norm_eps, dtype=dtype,
-                                              rngs=rngs)
+                                          epsilon=config.layer_norm_eps, dtype=dtype,
+                                          rngs=rngs)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
         states = self.encoder(self.embeddings(input_ids), causal=True)
@@ -296,7 +296,7 @@ class CLIPTextModelWithProjection(CLIPTextModel):
                  implementation: str | None = None, rngs: nnx.Rngs):
         super().__init__(config, dtype=dtype, implementation=implementation, rngs=rngs)
         self.text_projection = Linear(config.hidden_size, config.projection_dim,
-                                          use_bias=False, dtype=dtype, rngs=rngs)
+                                      use_bias=False, dtype=dtype, rngs=rngs)
         annotate(self)
 
     def __call__(self, input_ids: jax.Array) -> jax.Array:
@@ -352,7 +352,7 @@ class CLIPVisionModelWithProjection(nnx.Module):
         self.vision_model = CLIPVisionTransformer(config, dtype=dtype,
                                                   implementation=implementation, rngs=rngs)
         self.visual_projection = Linear(config.hidden_size, config.projection_dim,
-                                            use_bias=False, dtype=dtype, rngs=rngs)
+                                        use_bias=False, dtype=dtype, rngs=rngs)
         annotate(self)
 
     def __call__(self, pixel_values: jax.Array, *, output_hidden_states: bool = False

@@ -121,10 +121,10 @@ class MultiViewI2VAttention(Attention):
         inner = heads * head_dim
         if use_i2v:
             self.to_q_i2v = Linear(query_dim, inner, use_bias=False, dtype=dtype,
-                                       rngs=rngs)
+                                   rngs=rngs)
             self.to_q_i2v.kernel[...] = self.to_q.kernel[...]
             self.to_out_i2v = Linear(inner, inner, dtype=dtype,
-                                         kernel_init=nnx.initializers.zeros, rngs=rngs)
+                                     kernel_init=nnx.initializers.zeros, rngs=rngs)
         else:
             self.to_q_i2v = self.to_out_i2v = None
 
@@ -167,7 +167,7 @@ class ImageProjection(nnx.Module):
                  num_tokens: int = 4, *, dtype=jnp.float32, rngs: nnx.Rngs):
         self.num_tokens = num_tokens
         self.proj = Linear(image_embed_dim, num_tokens * cross_dim, dtype=dtype,
-                               rngs=rngs)
+                           rngs=rngs)
         self.norm = LayerNorm(cross_dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
 
     def __call__(self, image_embeds: jax.Array) -> jax.Array:
@@ -196,9 +196,9 @@ class IPAdapterCrossAttention(Attention):
         inner = heads * head_dim
         self.ip_scale = ip_scale
         self.to_k_ip = nnx.List([Linear(cross_dim, inner, use_bias=False, dtype=dtype,
-                                            rngs=rngs)])
+                                        rngs=rngs)])
         self.to_v_ip = nnx.List([Linear(cross_dim, inner, use_bias=False, dtype=dtype,
-                                            rngs=rngs)])
+                                        rngs=rngs)])
 
     def __call__(self, x: jax.Array, context: jax.Array,
                  ip_tokens: jax.Array | None = None) -> jax.Array:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
 from t4a_jax.models.layers import GroupNorm, Linear
 
 
@@ -21,13 +22,13 @@ class ResnetBlock2D(nnx.Module):
                  groups: int = 32, eps: float = 1e-6, dtype=jnp.float32,
                  rngs: nnx.Rngs):
         self.norm1 = GroupNorm(in_channels, num_groups=groups, epsilon=eps, dtype=dtype,
-                                   rngs=rngs)
+                               rngs=rngs)
         self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), padding=((1, 1), (1, 1)),
                               dtype=dtype, rngs=rngs)
         self.time_emb_proj = (Linear(temb_channels, out_channels, dtype=dtype, rngs=rngs)
                               if temb_channels else None)
         self.norm2 = GroupNorm(out_channels, num_groups=groups, epsilon=eps, dtype=dtype,
-                                   rngs=rngs)
+                               rngs=rngs)
         self.conv2 = nnx.Conv(out_channels, out_channels, (3, 3), padding=((1, 1), (1, 1)),
                               dtype=dtype, rngs=rngs)
         self.conv_shortcut = (nnx.Conv(in_channels, out_channels, (1, 1), dtype=dtype,

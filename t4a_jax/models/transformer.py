@@ -150,7 +150,7 @@ class Transformer2DModel(nnx.Module):
     def __init__(self, channels: int, blocks: Sequence[BasicTransformerBlock], *,
                  groups: int, use_linear_projection: bool, dtype: Any, rngs: nnx.Rngs):
         self.norm = GroupNorm(channels, num_groups=groups, epsilon=_TRANSFORMER_NORM_EPS,
-                                  dtype=dtype, rngs=rngs)
+                              dtype=dtype, rngs=rngs)
         if use_linear_projection:
             proj = lambda: Linear(channels, channels, dtype=dtype, rngs=rngs)
         else:
@@ -175,7 +175,7 @@ class MotionModule(nnx.Module):
     def __init__(self, channels: int, blocks: Sequence[BasicTransformerBlock], *,
                  groups: int, eps: float, dtype: Any, rngs: nnx.Rngs):
         self.norm = GroupNorm(channels, num_groups=groups, epsilon=eps, dtype=dtype,
-                                  rngs=rngs)
+                              rngs=rngs)
         self.proj_in = Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.transformer_blocks = nnx.List(blocks)
         self.proj_out = Linear(channels, channels, dtype=dtype, rngs=rngs)

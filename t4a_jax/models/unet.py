@@ -149,7 +149,7 @@ class UNet(nnx.Module):
             prev = channels[level]
         self.up_blocks = nnx.List(up_blocks)
         self.conv_norm_out = GroupNorm(channels[0], num_groups=config.norm_num_groups,
-                                           epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
+                                       epsilon=config.norm_eps, dtype=dtype, rngs=rngs)
         self.conv_out = conv3(channels[0], config.out_channels)
         annotate(self)
 

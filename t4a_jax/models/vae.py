@@ -64,7 +64,7 @@ class SpatialSelfAttention(nnx.Module):
 
     def __init__(self, channels: int, *, groups: int, dtype=jnp.float32, rngs: nnx.Rngs):
         self.group_norm = GroupNorm(channels, num_groups=groups, epsilon=_EPS,
-                                        dtype=dtype, rngs=rngs)
+                                    dtype=dtype, rngs=rngs)
         self.to_q = Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.to_k = Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.to_v = Linear(channels, channels, dtype=dtype, rngs=rngs)
@@ -156,7 +156,7 @@ class Encoder(nnx.Module):
                                         add_attention=config.mid_block_add_attention,
                                         dtype=dtype, rngs=rngs)
         self.conv_norm_out = GroupNorm(channels[-1], num_groups=groups, epsilon=_EPS,
-                                           dtype=dtype, rngs=rngs)
+                                       dtype=dtype, rngs=rngs)
         self.conv_out = nnx.Conv(channels[-1], 2 * config.latent_channels, (3, 3),
                                  padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
 
@@ -187,7 +187,7 @@ class Decoder(nnx.Module):
                              add_upsample=i < len(channels) - 1, dtype=dtype, rngs=rngs)
             for i in range(len(channels))])
         self.conv_norm_out = GroupNorm(channels[0], num_groups=groups, epsilon=_EPS,
-                                           dtype=dtype, rngs=rngs)
+                                       dtype=dtype, rngs=rngs)
         self.conv_out = nnx.Conv(channels[0], config.out_channels, (3, 3),
                                  padding=((1, 1), (1, 1)), dtype=dtype, rngs=rngs)
 
