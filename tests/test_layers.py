@@ -163,3 +163,11 @@ def test_gelu_matches_torch_exact_gelu():
                                    atol=1e-14)
     float32 = jax.jit(gelu)(jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(float32), expected, rtol=0, atol=2e-6)
+
+
+def test_unsupported_norm_options_fail_by_name():
+    x = jnp.ones((2, 4, 8))
+    with pytest.raises(ValueError, match="use_bias"):
+        GroupNorm(8, num_groups=2, use_bias=False, rngs=nnx.Rngs(0))(x)
+    with pytest.raises(ValueError, match="reduction_axes"):
+        LayerNorm(8, reduction_axes=(1, 2), rngs=nnx.Rngs(0))(x)

@@ -145,11 +145,22 @@ class Linear(nnx.Linear):
         return add_bias(y, bias)
 
 
+def _require_default_norm(norm: nnx.Module, axes: tuple[str, ...]) -> None:
+    """Fail on the nnx options `normalize` does not implement (naming them)."""
+    unsupported = [name for name in ("use_scale", "use_bias") if not getattr(norm, name)]
+    unsupported += [name for name in axes if getattr(norm, name) not in (None, -1)]
+    if unsupported:
+        raise ValueError(f"{type(norm).__name__} supports only the default {unsupported} "
+                         f"(scale, bias, normalisation over the trailing axes); use flax's "
+                         f"nnx.{type(norm).__name__} for other settings")
+
+
 class GroupNorm(nnx.GroupNorm):
     """`nnx.GroupNorm` (statistics over every axis but the first, per group of channels;
     scale and bias required) computed by `normalize`."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        _require_default_norm(self, ("reduction_axes",))
         x, scale, bias = self.promote_dtype((x, self.scale[...], self.bias[...]),
                                             dtype=self.dtype)
         y = normalize(x.reshape(x.shape[0], -1, x.shape[-1]), scale, bias,
@@ -162,6 +173,7 @@ class LayerNorm(nnx.LayerNorm):
     `normalize`."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        _require_default_norm(self, ("reduction_axes", "feature_axes"))
         x, scale, bias = self.promote_dtype((x, self.scale[...], self.bias[...]),
                                             dtype=self.dtype)
         y = normalize(x.reshape(-1, 1, x.shape[-1]), scale, bias, 1, self.epsilon)
