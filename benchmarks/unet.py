@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> None:
               f"| {diff(diff_out) if impl == 'jax' else 'ref':>10} "
               f"| {diff(diff_grad) if impl == 'jax' else 'ref':>19} |")
     if args.profile and not args.full:
-        print(f"\nJAX forward + backward, XLA:CPU thunks (thread ms per step):\n")
+        print("\nJAX forward + backward, XLA:CPU thunks (thread ms per step):\n")
         print(format_table(op_times(jax_step, (params, *inputs, target)), top=args.profile))
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(2):

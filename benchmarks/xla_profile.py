@@ -30,15 +30,23 @@ _SKIPPED_EVENTS = ("ThunkExecutor", "while", "SlinkyThreadPool", "end: ")
 
 
 def _instruction_operations(hlo_text: str) -> dict[str, str]:
-    """{HLO instruction name: its op_name metadata without the leading `jit(f)/`}."""
-    operations = {}
+    """{HLO instruction name: its op_name metadata without the leading `jit(f)/`}; an
+    instruction XLA made without metadata (a reduction it split into windows, a layout
+    copy) takes the operation of its first operand that has one."""
+    operations, operands = {}, {}
     for line in hlo_text.splitlines():
-        match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ ", line)
+        match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = \S+ [\w\-]+\(([^)]*)\)", line)
         if match:
             op = re.search(r'op_name="([^"]*)"', line)
-            name = op.group(1) if op else ""
-            operations[match.group(1)] = re.sub(r"^jit\([^)]*\)/", "", name)
-    return operations
+            operations[match.group(1)] = re.sub(r"^jit\([^)]*\)/", "", op.group(1) if op else "")
+            operands[match.group(1)] = re.findall(r"%([\w.\-]+)", match.group(2))
+
+    def named(name: str, depth: int = 0) -> str:
+        if operations.get(name) or depth == 4:
+            return operations.get(name, "")
+        return next(filter(None, (named(o, depth + 1) for o in operands.get(name, ()))), "")
+
+    return {name: named(name) for name in operations}
 
 
 def op_times(compiled: jax.stages.Compiled, args: Sequence, runs: int = 2,
@@ -68,8 +76,7 @@ def op_times(compiled: jax.stages.Compiled, args: Sequence, runs: int = 2,
 
 
 _FAMILIES: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
-    ("chunked attention (loop body)", lambda kind, op: "while/body" in op
-     or kind == "wrapped_reduce-window"),
+    ("chunked attention (loop body)", lambda kind, op: "while/body" in op),
     ("convolutions", lambda kind, op: "conv_general_dilated" in op or "convolution" in kind),
     ("other matmuls", lambda kind, op: "dot_general" in op or kind in ("dot", "dot_general")),
     ("reductions", lambda kind, op: "reduce" in op or "reduce" in kind),

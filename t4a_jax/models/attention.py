@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from t4a_jax.models.layers import Linear
+from t4a_jax.models.layers import Linear, accumulation_dtype
 
 QUERY_CHUNK = 128
 CHUNKED_MIN_KEYS = 64
@@ -80,16 +80,11 @@ def _unblock(x: jax.Array) -> jax.Array:
     return jnp.moveaxis(x, 0, 2).reshape(n, h, blocks * chunk, *x.shape[4:])
 
 
-def _stats_dtype(dtype) -> jnp.dtype:
-    """Softmax statistics and gradient sums: float32, or float64 for float64 inputs."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def _logits_t(k: jax.Array, q_block: jax.Array) -> jax.Array:
     """[N, H, Lk, D] x [N, H, chunk, D] -> [N, H, Lk, chunk] (float32 or wider); q is
     pre-scaled."""
     return jnp.einsum("nhkd,nhqd->nhkq", k, q_block,
-                      preferred_element_type=_stats_dtype(q_block.dtype))
+                      preferred_element_type=accumulation_dtype(q_block.dtype))
 
 
 def _forward(q, k, v, chunk):
@@ -120,9 +115,9 @@ def _chunked_fwd(q, k, v, chunk):
 
 def _chunked_bwd(chunk, residuals, d_out):
     q, k, v, out, lse = residuals
-    acc = _stats_dtype(q.dtype)
-    k_acc, v_acc = k.astype(acc), v.astype(acc)
-    k_t = k_acc.swapaxes(-1, -2)                                      # [N, H, D, Lk]
+    acc = accumulation_dtype(q.dtype)
+    v_acc = v.astype(acc)
+    k_t = k.astype(acc).swapaxes(-1, -2)                              # [N, H, D, Lk]
     delta = jnp.sum(d_out.astype(acc) * out.astype(acc), axis=-1)     # [N, H, Lq]
 
     def block(carry, xs):

@@ -35,6 +35,11 @@ def gelu(x: jax.Array) -> jax.Array:
     return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(0.5 ** 0.5, x.dtype)))
 
 
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """Where sums and statistics are kept: float32, or float64 for float64 inputs."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def _token_view(x: jax.Array, rows: int) -> jax.Array:
     """x as [rows, S, C] (S = everything between), on CPU materialised as that shape
     (see the module docstring; measured: dropping the barrier where the view merges no
@@ -66,7 +71,7 @@ def _add_bias_fwd(y, bias):
 
 
 def _add_bias_bwd(bias, d_out):
-    total = column_sum(d_out.astype(jnp.promote_types(d_out.dtype, jnp.float32)))
+    total = column_sum(d_out.astype(accumulation_dtype(d_out.dtype)))
     return d_out, total.astype(bias.dtype)
 
 
@@ -79,10 +84,10 @@ def _per_channel(stat: jax.Array, channels: int) -> jax.Array:
     return jnp.repeat(stat, channels // groups, axis=1)[:, None, :]
 
 
-def _group_mean(per_channel_sum: jax.Array, groups: int, count: int) -> jax.Array:
-    """[N, C] sums over S -> [N, G] means over S x (C / G)."""
+def _group_mean(per_channel_sum: jax.Array, groups: int, tokens: int) -> jax.Array:
+    """[N, C] sums over S = `tokens` -> [N, G] means over S x (C / G)."""
     n, c = per_channel_sum.shape
-    return per_channel_sum.reshape(n, groups, c // groups).sum(-1) / count
+    return per_channel_sum.reshape(n, groups, c // groups).sum(-1) / (tokens * (c // groups))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -96,15 +101,14 @@ def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, groups: int,
 
 def _statistics(x, groups):
     n, s, c = x.shape
-    count = s * (c // groups)
-    mean = _group_mean(token_sum(x), groups, count)                   # [N, G]
+    mean = _group_mean(token_sum(x), groups, s)                       # [N, G]
     centred = x - _per_channel(mean, c)
-    var = _group_mean(token_sum(centred * centred), groups, count)
+    var = _group_mean(token_sum(centred * centred), groups, s)
     return centred, mean, var
 
 
 def _normalize_fwd(x, scale, bias, groups, eps):
-    acc = jnp.promote_types(x.dtype, jnp.float32)
+    acc = accumulation_dtype(x.dtype)
     centred, mean, var = _statistics(x.astype(acc), groups)
     inv_std = jax.lax.rsqrt(var + eps)                                  # [N, G]
     y = centred * _per_channel(inv_std, x.shape[-1]) * scale.astype(acc) + bias.astype(acc)
@@ -121,8 +125,8 @@ def _normalize_bwd(groups, eps, residuals, d_out):
     d_sum = token_sum(d_out)                                            # [N, C]
     d_dot = token_sum(d_out * normalized)                               # [N, C]
     scale_acc = scale.astype(acc)
-    mean_d = _group_mean(d_sum * scale_acc, groups, s * (c // groups))
-    mean_d_dot = _group_mean(d_dot * scale_acc, groups, s * (c // groups))
+    mean_d = _group_mean(d_sum * scale_acc, groups, s)
+    mean_d_dot = _group_mean(d_dot * scale_acc, groups, s)
     d_x = inv_std_c * (d_out * scale_acc - _per_channel(mean_d, c)
                        - normalized * _per_channel(mean_d_dot, c))
     return (d_x.astype(x.dtype), column_sum(d_dot).astype(scale.dtype),
